@@ -1,0 +1,213 @@
+"""`lora-studio`: the command line.
+
+    lora-studio train CONFIG.toml [--set section.key=value ...]   train; prints the run folder
+    lora-studio train --resume RUN_FOLDER                          continue from its last checkpoint
+    lora-studio variants [--options]                               the variants and their options
+
+Exit codes: 0 success, 1 a failure while training, 2 bad input (config, dataset, model), 130
+interrupted. Errors are one line naming the file, line or field; no traceback unless
+LORA_STUDIO_DEBUG=1 (a failed run also keeps the full trace in its folder's error.log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def _err(message: str) -> None:
+    print(f"lora-studio: error: {message}", file=sys.stderr)
+
+
+class ProgressSink:
+    """Shows a run on the terminal: a progress bar with loss and ETA on a TTY, a line every few
+    seconds otherwise (logs, CI); `--json` prints every event as a JSON line on stdout instead."""
+
+    def __init__(self, json_lines: bool = False, stream=None):
+        self.json_lines = json_lines
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.total = 0
+        self.start = None
+        self.last_print = 0.0
+        self.loss = None
+
+    def __call__(self, event: dict) -> None:
+        if self.json_lines:
+            print(json.dumps(event), flush=True)
+            return
+        kind = event.get("type")
+        if kind == "progress":
+            self._line(event.get("message", ""))
+        elif kind == "run_started":
+            self.total = event.get("total_steps", 0)
+            self.start = time.monotonic()
+            self._line(f"{event['config']['variant']['name']}: {event['trainable_params']:,} trainable of "
+                       f"{event['total_params']:,} parameters, {len(event['adapted_layers'])} adapted layers, "
+                       f"{event.get('train_examples', '?')} training examples on {event['device']} "
+                       f"({event.get('precision', '')})")
+        elif kind == "step":
+            self.total = event.get("total_steps") or self.total
+            self.loss = event.get("loss")
+            self._bar(event["step"])
+        elif kind == "eval":
+            metrics = ", ".join(f"{k.removeprefix('eval_')} {v:.4g}" for k, v in event.items()
+                                if k.startswith("eval_") and isinstance(v, (int, float)))
+            self._line(f"eval at step {event['step']}: {metrics}")
+        elif kind == "checkpoint":
+            self._line(f"checkpoint: {event['path']}")
+        elif kind in ("paused", "resumed"):
+            self._line(f"{kind} at step {event['step']}")
+        elif kind == "run_finished":
+            if self.tty:
+                self.stream.write("\n")
+            self._line(f"run {event['status']}" + (f": {event['error']}" if event.get("error") else ""))
+
+    def _bar(self, step: int) -> None:
+        now = time.monotonic()
+        elapsed = now - (self.start or now)
+        eta = elapsed / step * (self.total - step) if step and self.total else 0.0
+        loss = f"{self.loss:.4f}" if isinstance(self.loss, (int, float)) else "-"
+        text = f"step {step}/{self.total} loss {loss} elapsed {_hms(elapsed)} ETA {_hms(eta)}"
+        if self.tty:
+            width = 24
+            done = int(width * step / self.total) if self.total else 0
+            self.stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {text}   ")
+            self.stream.flush()
+        elif now - self.last_print >= 2.0 or step == self.total:
+            self.last_print = now
+            self._line(text)
+
+    def _line(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def cmd_train(args) -> int:
+    from studio.core.config import RunConfig
+    from studio.core.errors import StudioError
+    from studio.core.training import RunControl, Session
+
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.toml").is_file():
+                _err(f"{run_dir}: not a run folder (expected config.toml inside)")
+                return 2
+            config = RunConfig.from_toml(run_dir / "config.toml")
+        elif args.config:
+            config = RunConfig.from_toml(args.config)
+            run_dir = None
+        else:
+            _err("train: expected a CONFIG.toml or --resume RUN_FOLDER")
+            return 2
+        if args.set:
+            config = config.with_overrides(args.set)
+    except StudioError as e:
+        _err(str(e))
+        return e.exit_code
+
+    control = RunControl()
+    interrupts = {"n": 0}
+
+    def on_sigint(signum, frame):
+        interrupts["n"] += 1
+        if interrupts["n"] == 1:
+            print("\nstopping after this step (the adapter will be saved); Ctrl-C again to abort",
+                  file=sys.stderr)
+            control.stop()
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        session = Session(config, resume_dir=run_dir, control=control)
+        result = session.run(sink=ProgressSink(json_lines=args.json))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if result.error:
+        _err(result.error)
+    print(result.run_dir)
+    return result.exit_code
+
+
+def cmd_variants(args) -> int:
+    from studio.core.options import describe_fields
+    from studio.core.variants import REGISTRY
+
+    if args.json:
+        print(json.dumps({name: {"description": v.description, "options": describe_fields(v.options_cls)}
+                          for name, v in REGISTRY.items()}, indent=1))
+        return 0
+    width = max(len(n) for n in REGISTRY)
+    for name, v in REGISTRY.items():
+        print(f"{name:<{width}}  {v.description}")
+        if args.options:
+            for f in describe_fields(v.options_cls):
+                bounds = ""
+                if "choices" in f:
+                    bounds = f" ({'/'.join(map(str, f['choices']))})"
+                elif "min" in f or "max" in f:
+                    bounds = f" [{f.get('min', '')}..{f.get('max', '')}]"
+                print(f"    {f['name']} = {f['default']!r}{bounds}  {f['help']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lora-studio",
+                                     description="Parameter-efficient fine-tuning: LoRA and seven variants.")
+    sub = parser.add_subparsers(dest="command")
+
+    train = sub.add_parser("train", help="train an adapter from a run config (TOML)")
+    train.add_argument("config", nargs="?", help="the run config, e.g. resources/configs/default.toml")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override one config key (repeatable), e.g. --set train.max_steps=50")
+    train.add_argument("--resume", metavar="RUN_FOLDER", help="continue a run from its last checkpoint")
+    train.add_argument("--json", action="store_true", help="print every event as a JSON line on stdout")
+    train.set_defaults(func=cmd_train)
+
+    variants = sub.add_parser("variants", help="list the LoRA variants")
+    variants.add_argument("--options", action="store_true", help="also list each variant's options")
+    variants.add_argument("--json", action="store_true", help="everything as JSON")
+    variants.set_defaults(func=cmd_variants)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:  # `lora-studio variants | head`
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except Exception as e:  # a bug: still one line unless debugging
+        if os.environ.get("LORA_STUDIO_DEBUG"):
+            raise
+        _err(f"unexpected {type(e).__name__}: {e} (set LORA_STUDIO_DEBUG=1 for the traceback)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""RunConfig: one TOML file describes one run.
+
+The window edits it, the CLI takes it (`lora-studio train CONFIG.toml --set train.max_steps=50`),
+the run folder keeps the resolved copy so a run can be repeated as is. Sections and keys follow
+DESIGN.md; each key is a described dataclass field (see options.py), so bounds and help text live
+next to the default. Variant options live in `[variant]` beside `name` and are checked against the
+chosen variant's own options dataclass (see variants/).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .options import coerce, option
+
+
+@dataclass
+class ModelSection:
+    source: str = option("bundled:smollm2-135m-instruct",
+                         "A local HF folder, a .gguf file, a hub id, or bundled:smollm2-135m-instruct / bundled:minilm-l6")
+    task: str = option("causal-lm", "What the model learns to do",
+                       choices=("causal-lm", "sequence-classification"))
+    trust_remote_code: bool = option(False, "Run Python code shipped with a hub model (only if you trust it)")
+
+
+@dataclass
+class DataSection:
+    path: str = option("resources/datasets/chat_sample.jsonl", "Training data: .jsonl, .json, .csv, .parquet or .txt")
+    format: str = option("auto", "How rows are read; auto looks at the columns",
+                         choices=("auto", "text", "prompt-completion", "alpaca", "messages", "sharegpt",
+                                  "classification"))
+    eval_path: str = option("", "A separate evaluation file (overrides eval_fraction)")
+    eval_fraction: float = option(0.1, "Share of rows held out for evaluation", min=0.0, max=0.9)
+    max_seq_len: int = option(512, "Longer examples are truncated", min=8, max=131072)
+    text_column: str = option("", "Classification: the text column (auto: text, sentence, ...)")
+    label_column: str = option("", "Classification: the label column (auto: label, labels, ...)")
+    pack: bool = option(True, "Plain text: concatenate and cut into max_seq_len blocks")
+
+
+@dataclass
+class TrainSection:
+    output_dir: str = option("runs", "Where run folders are created")
+    epochs: float = option(3.0, "Passes over the training data", min=0.0)
+    max_steps: int = option(0, "> 0 overrides epochs", min=0)
+    batch_size: int = option(4, "Examples per device per step", min=1)
+    grad_accum: int = option(1, "Micro-batches per optimizer step", min=1)
+    learning_rate: float = option(2e-4, "Peak learning rate", min=0.0, max=1.0)
+    lr_scheduler: str = option("linear", "Learning-rate schedule after warmup",
+                               choices=("linear", "cosine", "constant", "constant_with_warmup",
+                                        "cosine_with_restarts", "polynomial", "inverse_sqrt"))
+    warmup_steps: int = option(0, "Optimizer steps of linear warmup", min=0)
+    weight_decay: float = option(0.0, "AdamW weight decay", min=0.0, max=1.0)
+    max_grad_norm: float = option(1.0, "Gradient clipping (0 = off)", min=0.0)
+    gradient_checkpointing: bool = option(False, "Trade compute for memory on long sequences")
+    save_every: int = option(50, "Checkpoint every N optimizer steps (0 = only at the end)", min=0)
+    eval_every: int = option(50, "Evaluate every N optimizer steps (0 = never)", min=0)
+    seed: int = option(0, "Random seed for init, shuffling and dropout", min=0)
+    device: str = option("auto", "Where to train", choices=("auto", "cpu", "cuda", "mps"))
+    precision: str = option("auto", "Number format for training", choices=("auto", "fp32", "bf16", "fp16"))
+
+
+@dataclass
+class TelemetrySection:
+    every: int = option(10, "Spectra, importance, ranks, decomposition every N optimizer steps", min=0)
+
+
+SECTIONS = {"model": ModelSection, "data": DataSection, "train": TrainSection, "telemetry": TelemetrySection}
+
+
+@dataclass
+class RunConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    variant: dict[str, Any] = field(default_factory=lambda: {"name": "lora"})
+    train: TrainSection = field(default_factory=TrainSection)
+    telemetry: TelemetrySection = field(default_factory=TelemetrySection)
+    source_path: str = ""  # the TOML it came from, for error messages; not written out
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "config") -> "RunConfig":
+        cfg = cls(source_path=where)
+        for key in raw:
+            if key not in SECTIONS and key != "variant":
+                raise ConfigError(f"{where}: unknown section [{key}] (expected one of "
+                                  f"{', '.join(['model', 'data', 'variant', 'train', 'telemetry'])})")
+        for name, section_cls in SECTIONS.items():
+            values = raw.get(name, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"{where}: [{name}] must be a table of keys")
+            setattr(cfg, name, _build_section(section_cls, values, f"{where}: {name}"))
+        variant = raw.get("variant", {})
+        if not isinstance(variant, dict):
+            raise ConfigError(f"{where}: [variant] must be a table of keys")
+        cfg.variant = {"name": "lora", **variant}
+        cfg.variant = resolve_variant(cfg.variant, where)
+        return cfg
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a UTF-8 text file (expected a TOML run config)") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        return cls.from_dict(raw, str(path))
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        out = {name: dataclasses.asdict(getattr(self, name)) for name in ("model", "data")}
+        out["variant"] = dict(self.variant)
+        out["train"] = dataclasses.asdict(self.train)
+        out["telemetry"] = dataclasses.asdict(self.telemetry)
+        return out
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    def copy(self) -> "RunConfig":
+        return RunConfig.from_dict(self.to_dict(), self.source_path)
+
+    # -- overrides ---------------------------------------------------------------------------
+
+    def with_overrides(self, assignments: list[str]) -> "RunConfig":
+        """Apply `section.key=value` strings (the CLI's --set). Values are read as TOML values
+        (numbers, true/false, quoted strings, lists) and fall back to a bare string."""
+        raw = self.to_dict()
+        parsed = []
+        for item in assignments:
+            if "=" not in item or "." not in item.split("=", 1)[0]:
+                raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.max_steps=50")
+            dotted, text = item.split("=", 1)
+            section, key = (part.strip() for part in dotted.strip().split(".", 1))
+            if section not in raw:
+                raise ConfigError(f"--set {item!r}: unknown section '{section}' "
+                                  "(expected model, data, variant, train or telemetry)")
+            parsed.append((section, key, _parse_value(text.strip())))
+        if any(s == "variant" and k == "name" for s, k, _ in parsed):
+            # a new variant: keep the person's common options, drop the old variant's own ones
+            raw["variant"] = _keep_common(raw["variant"])
+        for section, key, value in parsed:
+            raw[section][key] = value
+        return RunConfig.from_dict(raw, self.source_path or "--set")
+
+    # -- convenience -------------------------------------------------------------------------
+
+    @property
+    def variant_name(self) -> str:
+        return self.variant["name"]
+
+    def variant_options(self):
+        """The chosen variant's options dataclass, filled in from [variant]."""
+        from .variants import get_variant
+
+        spec = get_variant(self.variant_name)
+        values = {k: v for k, v in self.variant.items() if k != "name"}
+        return spec.options_cls(**values)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _build_section(section_cls: type, values: dict, where: str):
+    known = {f.name for f in dataclasses.fields(section_cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown key (expected one of {', '.join(sorted(known))})")
+        try:
+            kwargs[key] = coerce(section_cls, key, value)
+        except ValueError as e:
+            raise ConfigError(f"{where}.{key}: {e}") from None
+    return section_cls(**kwargs)
+
+
+def _keep_common(variant: dict) -> dict:
+    from .variants.base import CommonOptions
+
+    common = {f.name for f in dataclasses.fields(CommonOptions)}
+    return {k: v for k, v in variant.items() if k == "name" or k in common}
+
+
+def resolve_variant(values: dict, where: str = "config") -> dict:
+    """Check [variant] against the registry and the variant's options; return it complete
+    (every option present, defaults filled in) so the run folder's copy is fully resolved."""
+    from .variants import get_variant, variant_names
+
+    name = values.get("name")
+    if not isinstance(name, str) or name not in variant_names():
+        raise ConfigError(f"{where}: variant.name: expected one of {', '.join(variant_names())}, got {name!r}")
+    spec = get_variant(name)
+    opts_cls = spec.options_cls
+    known = {f.name: f for f in dataclasses.fields(opts_cls)}
+    out: dict[str, Any] = {"name": name}
+    for key, value in values.items():
+        if key == "name":
+            continue
+        if key not in known:
+            raise ConfigError(f"{where}: variant.{key}: not an option of {name} "
+                              f"(its options: {', '.join(sorted(known))})")
+        if key == "target_modules" and isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: variant.target_modules: expected module names, got {value!r}")
+            value = ",".join(value)
+        try:
+            out[key] = coerce(opts_cls, key, value)
+        except ValueError as e:
+            raise ConfigError(f"{where}: variant.{key}: {e}") from None
+    defaults = opts_cls()
+    for fname in known:
+        out.setdefault(fname, getattr(defaults, fname))
+    try:
+        opts_cls(**{k: v for k, v in out.items() if k != "name"}).check()
+    except ValueError as e:
+        raise ConfigError(f"{where}: variant.{e}") from None
+    return out

@@ -1,0 +1,645 @@
+"""Dataset files -> formatted, tokenized batches.
+
+    rows = read_rows("chat.jsonl")                       # a datasets.Dataset, or a one-line DataError
+    prepared = prepare_data(cfg.data, tokenizer, "causal-lm", seed=0)
+    trainer = Trainer(..., train_dataset=prepared.train, eval_dataset=prepared.eval,
+                      data_collator=prepared.collator)
+
+Formats (`[data] format`, "auto" looks at the columns of the first file):
+
+  text               "text"; causal LM on everything; `pack` concatenates and cuts max_seq_len blocks
+  prompt-completion  "prompt", "completion"; loss on the completion (+ eos) only
+  alpaca             "instruction", optional "input", "output"; the Stanford Alpaca prompt, loss on the output
+  messages           "messages": [{role, content}], roles system/user/assistant/tool, rendered with the
+                     tokenizer's chat template (ChatML-style fallback when it has none); loss on the
+                     assistant turns only (their content and the end-of-turn marker)
+  sharegpt           "conversations": [{from, value}], from human/user, gpt/assistant, system, tool
+  classification     a text column and a label column (sequence classification)
+
+Every example is truncated to max_seq_len; examples left with no loss tokens are dropped. Anything
+wrong with the input raises DataError with one line naming the file, the row and the field.
+Rows are tokenized in plain Python (not `Dataset.map`), so an error can name its row and nothing
+is written to the datasets cache beyond the loaded file itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+
+    from .config import DataSection
+
+FORMATS = ("text", "prompt-completion", "alpaca", "messages", "sharegpt", "classification")
+TASKS = ("causal-lm", "sequence-classification")
+ROLES = ("system", "user", "assistant", "tool")
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "tool": "tool", "function": "tool", "observation": "tool"}
+TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "input")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "target")
+IGNORE = -100  # label value the loss skips (PyTorch CrossEntropyLoss ignore_index)
+
+_LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+
+# Stanford Alpaca's prompt, verbatim (github.com/tatsu-lab/stanford_alpaca, train.py).
+ALPACA_PROMPT_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+
+# ChatML layout for tokenizers that ship no template. Each turn is closed by the tokenizer's own
+# eos token (ChatML's <|im_end|> when it has none), so a model trained this way stops by itself
+# at generation time. Use the same template (chat_template_for) when generating.
+FALLBACK_CHAT_TEMPLATE = (
+    "{%- set eot = eos_token if eos_token else '<|im_end|>' -%}"
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + eot + '\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
+)
+
+
+@dataclass
+class PreparedData:
+    train: "datasets.Dataset"        # input_ids, labels (causal: list, -100 = no loss; classification: int)
+    eval: "datasets.Dataset | None"
+    collator: Callable               # list[dict] -> {input_ids, attention_mask, labels} torch tensors
+    format: str                      # the detected or requested format
+    num_labels: int = 0              # classification only
+    label_names: list[str] = field(default_factory=list)  # classification only: index -> name
+    chat_template_used: str = ""     # "tokenizer", "fallback-chatml", or "" for non-chat formats
+    dropped: int = 0                 # examples left with no loss tokens after truncation
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def read_rows(path: str) -> "datasets.Dataset":
+    """Load a .jsonl/.json/.csv/.parquet/.txt file as a datasets.Dataset (DataError on anything bad)."""
+    p = Path(path)
+    name = p.name
+    ext = p.suffix.lower()
+    if ext not in _LOADERS:
+        raise DataError(f"{name}: unsupported file type '{ext or '(none)'}' "
+                        f"(expected one of {', '.join(_LOADERS)})")
+    if not p.exists():
+        raise DataError(f"{path}: no such file")
+    if p.is_dir():
+        raise DataError(f"{path}: is a folder, expected a data file")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise DataError(f"{name}: cannot read ({e.strerror})") from None
+    if not raw.strip():
+        raise DataError(f"{name}: the file is empty")
+    if ext == ".parquet":
+        if raw[:4] != b"PAR1":
+            raise DataError(f"{name}: not a Parquet file (it does not start with the PAR1 marker)")
+    else:
+        _check_text(name, raw)
+        if ext == ".jsonl":
+            _check_json_lines(name, raw)  # cheap, and the only way to name the bad line
+        elif ext == ".json":
+            _check_json_document(name, raw)
+
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(_LOADERS[ext], data_files=str(p), split="train")
+    except Exception as e:  # datasets / pyarrow / pandas errors: turn them into one line
+        raise DataError(f"{name}: {_reason(name, raw, ext, e)}") from None
+    if ext == ".txt":
+        rows = rows.select([i for i, t in enumerate(rows["text"]) if t.strip()])  # blank lines are no rows
+    if len(rows) == 0:
+        raise DataError(f"{name}: the file has no rows")
+    return rows
+
+
+def _check_text(name: str, raw: bytes) -> None:
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise DataError(f"{name}: binary data at byte offset {nul} (expected UTF-8 text)")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{name}: not UTF-8 text: invalid byte 0x{raw[e.start]:02x} at byte offset {e.start}") from None
+
+
+def _check_json_lines(name: str, raw: bytes) -> None:
+    for number, line in enumerate(raw.decode("utf-8-sig").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            truncated = e.pos >= len(line.rstrip()) or e.msg.startswith("Unterminated string")
+            what = "truncated JSON" if truncated else f"invalid JSON ({e.msg} at column {e.colno})"
+            raise DataError(f"{name}: line {number}: {what}; expected one JSON object per line") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{name}: line {number}: expected a JSON object {{...}}, got {_type_name(value)}")
+
+
+def _check_json_document(name: str, raw: bytes) -> None:
+    text = raw.decode("utf-8-sig")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        if "Extra data" in e.msg:  # several objects: JSON lines saved as .json, datasets reads those
+            _check_json_lines(name, raw)
+            return
+        raise DataError(f"{name}: line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    if isinstance(value, list):
+        for i, item in enumerate(value, 1):
+            if not isinstance(item, dict):
+                raise DataError(f"{name}: row {i}: expected a JSON object {{...}}, got {_type_name(item)}")
+    elif not isinstance(value, dict):
+        raise DataError(f"{name}: expected a JSON array of objects, got {_type_name(value)}")
+
+
+def _reason(name: str, raw: bytes, ext: str, error: Exception) -> str:
+    """One line for a loader failure; for JSON, find the row whose types disagree with the others."""
+    if ext in (".json", ".jsonl"):
+        records = _json_records(raw)
+        if records is not None:
+            conflict = _type_conflict(records)
+            if conflict:
+                return conflict
+    while error.__cause__ is not None or error.__context__ is not None:  # datasets wraps the real cause
+        error = error.__cause__ or error.__context__
+    text = " ".join(str(error).split()) or type(error).__name__
+    if "corresponds to no data" in text or "No columns to parse" in text:
+        return "the file has no rows"
+    if ext == ".csv":
+        return f"not a valid CSV table ({text[:300]})"
+    return f"cannot read rows ({type(error).__name__}: {text[:300]})"
+
+
+def _json_records(raw: bytes) -> list | None:
+    text = raw.decode("utf-8-sig")
+    try:
+        value = json.loads(text)
+        return value if isinstance(value, list) else [value]
+    except json.JSONDecodeError:
+        pass
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError:
+        return None
+
+
+def _type_conflict(records: list) -> str:
+    """'row 4: 'messages[1].content' is a number, earlier rows have a string' or ''."""
+    seen: dict[str, tuple[str, int]] = {}
+
+    def walk(value: Any, where: str, row: int) -> str:
+        kind = _type_name(value)
+        if value is None:
+            return ""
+        key = _generic(where)
+        if key in seen and seen[key][0] != kind:
+            return f"row {row}: '{where}' is {kind}, row {seen[key][1]} has {seen[key][0]}"
+        seen.setdefault(key, (kind, row))
+        if isinstance(value, dict):
+            for k, v in value.items():
+                found = walk(v, f"{where}.{k}" if where else str(k), row)
+                if found:
+                    return found
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                found = walk(v, f"{where}[{i}]", row)
+                if found:
+                    return found
+        return ""
+
+    for row, record in enumerate(records, 1):
+        found = walk(record, "", row)
+        if found:
+            return found + " (every row must use the same type for a field)"
+    return ""
+
+
+def _generic(where: str) -> str:
+    return re.sub(r"\[\d+\]", "[]", where)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+# -- formats ------------------------------------------------------------------------------------
+
+_EXPECTED = ("'text' (text), 'prompt'+'completion' (prompt-completion), 'instruction'+'output' (alpaca), "
+             "'messages' (messages), 'conversations' (sharegpt)")
+
+
+def detect_format(dataset, task: str, where: str = "data") -> str:
+    """The format a dataset is in, from its column names (and first row for conversation columns)."""
+    columns = list(dataset.column_names)
+    if task == "sequence-classification":
+        _classification_columns(columns, "", "", where)
+        return "classification"
+    if task != "causal-lm":
+        raise DataError(f"{where}: unknown task '{task}' (expected one of {', '.join(TASKS)})")
+    if "messages" in columns:
+        return "messages"
+    if "conversations" in columns:
+        return "sharegpt"
+    if "instruction" in columns and "output" in columns:
+        return "alpaca"
+    if "prompt" in columns and "completion" in columns:
+        return "prompt-completion"
+    if "text" in columns:
+        return "text"
+    raise DataError(f"{where}: no known format: found columns {', '.join(map(repr, columns)) or '(none)'}; "
+                    f"expected {_EXPECTED}")
+
+
+def _classification_columns(columns: list[str], text_column: str, label_column: str, where: str):
+    def pick(wanted: str, candidates: tuple[str, ...], what: str, key: str) -> str:
+        if wanted:
+            if wanted not in columns:
+                raise DataError(f"{where}: no column '{wanted}' (data.{key}); found {', '.join(map(repr, columns))}")
+            return wanted
+        for name in candidates:
+            if name in columns:
+                return name
+        raise DataError(f"{where}: no {what} column: found {', '.join(map(repr, columns)) or '(none)'}; expected one "
+                        f"of {', '.join(map(repr, candidates))} (or set data.{key})")
+
+    return (pick(text_column, TEXT_COLUMNS, "text", "text_column"),
+            pick(label_column, LABEL_COLUMNS, "label", "label_column"))
+
+
+def classification_labels(section: "DataSection", rows) -> tuple[str, str, list[str]]:
+    """(text column, label column, label names) so the model can be built with num_labels first.
+
+    String labels -> their sorted unique names; integer labels -> "0".."max".
+    """
+    where = Path(section.path).name
+    text_col, label_col = _classification_columns(list(rows.column_names), section.text_column,
+                                                  section.label_column, where)
+    values = rows[label_col]
+    kinds = {type(v) for v in values if v is not None}
+    for i, v in enumerate(values, 1):
+        if v is None or (isinstance(v, str) and not v.strip()):
+            raise DataError(f"{where}: row {i}: missing '{label_col}' (expected a class name or number)")
+        if isinstance(v, float) and not v.is_integer():
+            raise DataError(f"{where}: row {i}: '{label_col}' is {v}; expected a class name or a whole number")
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise DataError(f"{where}: row {i}: '{label_col}' is {_type_name(v)}; expected a class name or number")
+    if str in kinds:
+        names = sorted({str(v).strip() for v in values})
+    else:
+        ints = [int(v) for v in values]
+        bad = next((i for i, v in enumerate(ints, 1) if v < 0), 0)
+        if bad:
+            raise DataError(f"{where}: row {bad}: '{label_col}' is {ints[bad - 1]}; class numbers start at 0")
+        names = [str(i) for i in range(max(ints) + 1)]
+    if len(names) < 2:
+        raise DataError(f"{where}: '{label_col}' has only one class ({names[0]!r}); expected at least 2")
+    return text_col, label_col, names
+
+
+def chat_template_for(tokenizer) -> tuple[str | None, str]:
+    """(template to pass to apply_chat_template, "tokenizer" or "fallback-chatml")."""
+    if getattr(tokenizer, "chat_template", None):
+        return None, "tokenizer"
+    return FALLBACK_CHAT_TEMPLATE, "fallback-chatml"
+
+
+# -- examples -------------------------------------------------------------------------------------
+
+
+class _Rows:
+    """Turns rows of one file into examples; knows the file name for error messages."""
+
+    def __init__(self, where: str, tokenizer, task: str, fmt: str, max_len: int):
+        self.where, self.tok, self.task, self.fmt, self.max_len = where, tokenizer, task, fmt, max_len
+        self.template, self.template_used = (chat_template_for(tokenizer) if fmt in ("messages", "sharegpt")
+                                             else (None, ""))
+        self.dropped = 0
+
+    def fail(self, row: int, message: str):
+        raise DataError(f"{self.where}: row {row}: {message}")
+
+    def field(self, record: dict, row: int, name: str, optional: bool = False) -> str:
+        value = record.get(name)
+        if value is None:
+            if optional:
+                return ""
+            self.fail(row, f"missing '{name}' (format {self.fmt} needs it)")
+        if not isinstance(value, str):
+            self.fail(row, f"'{name}' is {_type_name(value)}; expected a string")
+        return value
+
+    # each returns (input_ids, labels) or raises
+    def text(self, record, row):
+        ids = self._encode(self.field(record, row, "text"), special=True) + self._eos()
+        return ids, list(ids)
+
+    def prompt_completion(self, prompt: str, completion: str):
+        p = self._encode(prompt, special=True)
+        c = self._encode(completion, special=False) + self._eos()
+        return p + c, [IGNORE] * len(p) + c
+
+    def alpaca(self, record, row):
+        instruction = self.field(record, row, "instruction")
+        extra = self.field(record, row, "input", optional=True)
+        output = self.field(record, row, "output")
+        prompt = (ALPACA_PROMPT_INPUT.format(instruction=instruction, input=extra) if extra.strip()
+                  else ALPACA_PROMPT.format(instruction=instruction))
+        return self.prompt_completion(prompt, output)
+
+    def messages(self, record, row):
+        key = "conversations" if self.fmt == "sharegpt" else "messages"
+        turns = record.get(key)
+        if turns is None:
+            self.fail(row, f"missing '{key}'")
+        if not isinstance(turns, list) or not turns:
+            self.fail(row, f"'{key}' is {_type_name(turns) if turns != [] else 'an empty list'}; "
+                           f"expected a list of turns")
+        msgs = [self._turn(t, row, key, i) for i, t in enumerate(turns)]
+        if not any(m["role"] == "assistant" for m in msgs):
+            self.fail(row, f"'{key}' has no assistant turn (nothing to learn from)")
+        return self._chat(msgs, row)
+
+    def _turn(self, turn, row: int, key: str, i: int) -> dict:
+        at = f"{key}[{i}]"
+        if not isinstance(turn, dict):
+            self.fail(row, f"{at} is {_type_name(turn)}; expected an object")
+        if self.fmt == "sharegpt" and "from" in turn:
+            role_key, content_key = "from", "value"
+        else:
+            role_key, content_key = "role", "content"
+        for k in (role_key, content_key):
+            if turn.get(k) is None:
+                self.fail(row, f"missing '{k}' in {at}")
+        role, content = turn[role_key], turn[content_key]
+        if not isinstance(role, str):
+            self.fail(row, f"'{role_key}' in {at} is {_type_name(role)}; expected a string")
+        if not isinstance(content, str):
+            self.fail(row, f"'{content_key}' in {at} is {_type_name(content)}; expected a string")
+        if role_key == "from":
+            if role not in SHAREGPT_ROLES:
+                self.fail(row, f"'from' '{role}' in {at} is not one of {', '.join(SHAREGPT_ROLES)}")
+            role = SHAREGPT_ROLES[role]
+        elif role not in ROLES:
+            self.fail(row, f"role '{role}' in {at} is not one of {', '.join(ROLES)}")
+        return {"role": role, "content": content}
+
+    def _render(self, msgs, row, generation_prompt=False) -> str:
+        try:
+            return self.tok.apply_chat_template(msgs, chat_template=self.template, tokenize=False,
+                                                add_generation_prompt=generation_prompt)
+        except Exception as e:  # a template's raise_exception(), e.g. "roles must alternate"
+            self.fail(row, f"the chat template rejected this conversation ({' '.join(str(e).split())[:200]})")
+
+    def _prefix(self, msgs) -> str | None:
+        """The conversation so far plus the assistant header, or None if the template won't render it."""
+        try:
+            return self.tok.apply_chat_template(msgs, chat_template=self.template, tokenize=False,
+                                                add_generation_prompt=True)
+        except Exception:  # e.g. a template that refuses an empty or system-only conversation
+            return None
+
+    def _chat(self, msgs, row):
+        full = self._render(msgs, row)
+        spans, cursor = [], 0  # cursor: where the previous message's content ended in `full`
+        for i, m in enumerate(msgs):
+            if m["role"] != "assistant":
+                at = full.find(m["content"], cursor)  # a template may drop some (e.g. system): then -1
+                cursor = at + len(m["content"]) if at >= 0 else cursor
+                continue
+            start_text = self._prefix(msgs[:i])
+            end_text = self._render(msgs[: i + 1], row)
+            prefixes_fit = (start_text is not None and full.startswith(start_text)
+                            and full.startswith(end_text) and len(end_text) > len(start_text))
+            if prefixes_fit:
+                start, end = len(start_text), len(end_text)
+            else:  # the template renders prefixes differently (e.g. drops earlier reasoning): find the content
+                start = full.find(m["content"], cursor)
+                if start < 0:
+                    self.fail(row, f"cannot find messages[{i}] content in the chat template's output")
+                end = start + len(m["content"])
+                eos = self.tok.eos_token
+                if eos and full.startswith(eos, end):
+                    end += len(eos)
+            # the turn's trailing newline belongs to the layout, not to what the model must say
+            while end > start and full[end - 1] in " \n\r\t" and full[start:end].strip():
+                end -= 1
+            spans.append((start, end))
+            cursor = end
+        try:
+            enc = self.tok(full, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:
+            raise DataError(f"{self.where}: chat formats need a fast tokenizer (with offset mappings)") from None
+        ids, labels = list(enc["input_ids"]), []
+        for tid, (a, b) in zip(ids, enc["offset_mapping"]):
+            inside = any(a < e and b > s for s, e in spans) if b > a else False
+            labels.append(tid if inside else IGNORE)
+        return ids, labels
+
+    def classification(self, record, row, text_col, label_col, label_index):
+        text = record.get(text_col)
+        if text is None or (isinstance(text, str) and not text.strip()):
+            self.fail(row, f"missing '{text_col}' (expected the text to classify)")
+        if not isinstance(text, str):
+            self.fail(row, f"'{text_col}' is {_type_name(text)}; expected a string")
+        label = record.get(label_col)
+        if label is None:
+            self.fail(row, f"missing '{label_col}'")
+        key = str(label).strip() if isinstance(label, str) else str(int(label))
+        if key not in label_index:
+            self.fail(row, f"'{label_col}' {label!r} is not one of the training labels "
+                           f"({', '.join(label_index)})")
+        ids = self._encode(text, special=True, truncate=True)
+        return ids, label_index[key]
+
+    def _encode(self, text: str, special: bool, truncate: bool = False) -> list[int]:
+        kwargs = {"truncation": True, "max_length": self.max_len} if truncate else {}
+        return list(self.tok(text, add_special_tokens=special, **kwargs)["input_ids"])
+
+    def _eos(self) -> list[int]:
+        eos = self.tok.eos_token_id
+        return [eos] if eos is not None else []
+
+
+def _examples(rows, where: str, tokenizer, task: str, fmt: str, max_len: int, labels=None):
+    """(list of {input_ids, labels}, helper) for one file."""
+    helper = _Rows(where, tokenizer, task, fmt, max_len)
+    needed = {"text": ["text"], "prompt-completion": ["prompt", "completion"], "alpaca": ["instruction", "output"],
+              "messages": ["messages"], "sharegpt": ["conversations"]}.get(fmt, [])
+    missing = [c for c in needed if c not in rows.column_names]
+    if missing:
+        raise DataError(f"{where}: format {fmt} needs column(s) {', '.join(map(repr, missing))}; "
+                        f"found {', '.join(map(repr, rows.column_names))}")
+    out = []
+    for row, record in enumerate(rows, 1):
+        if fmt == "classification":
+            text_col, label_col, index = labels
+            ids, label = helper.classification(record, row, text_col, label_col, index)
+            out.append({"input_ids": ids, "labels": label})
+            continue
+        if fmt == "text":
+            ids, lab = helper.text(record, row)
+        elif fmt == "prompt-completion":
+            ids, lab = helper.prompt_completion(helper.field(record, row, "prompt"),
+                                                helper.field(record, row, "completion"))
+        elif fmt == "alpaca":
+            ids, lab = helper.alpaca(record, row)
+        else:
+            ids, lab = helper.messages(record, row)
+        out.append({"input_ids": ids, "labels": lab})
+    return out, helper
+
+
+def _truncate(examples: list[dict], max_len: int) -> tuple[list[dict], int]:
+    kept = []
+    for ex in examples:
+        ids, labels = ex["input_ids"][:max_len], ex["labels"][:max_len]
+        if any(t != IGNORE for t in labels[1:]):  # position 0 is never predicted
+            kept.append({"input_ids": ids, "labels": labels})
+    return kept, len(examples) - len(kept)
+
+
+def _pack(examples: list[dict], block: int) -> list[dict]:
+    """Concatenate every example and cut max_seq_len blocks; the last, shorter block is kept."""
+    stream = [t for ex in examples for t in ex["input_ids"]]
+    blocks = [stream[i:i + block] for i in range(0, len(stream), block)]
+    if len(blocks) > 1 and len(blocks[-1]) < 2:
+        blocks.pop()
+    return [{"input_ids": b, "labels": list(b)} for b in blocks]
+
+
+# -- batching -------------------------------------------------------------------------------------
+
+
+class Collator:
+    """Right-pads a list of examples into torch tensors (a class, so DataLoader workers can pickle it)."""
+
+    def __init__(self, pad_token_id: int, causal: bool):
+        self.pad_token_id = pad_token_id
+        self.causal = causal
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            input_ids[i, :n] = torch.as_tensor(f["input_ids"], dtype=torch.long)
+            attention[i, :n] = 1
+        if self.causal:
+            labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+            for i, f in enumerate(features):
+                labels[i, : len(f["labels"])] = torch.as_tensor(f["labels"], dtype=torch.long)
+        else:
+            labels = torch.as_tensor([int(f["labels"]) for f in features], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def _pad_id(tokenizer) -> int:
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if value is not None:
+            return int(value)
+    return 0  # masked out by attention_mask and labels anyway
+
+
+# -- the whole pipeline ---------------------------------------------------------------------------
+
+
+def prepare_data(section: "DataSection", tokenizer, task: str, seed: int = 0) -> PreparedData:
+    """Read, check, format, tokenize, truncate, split (and pack) the data a run config names."""
+    import datasets
+
+    if task not in TASKS:
+        raise DataError(f"data: unknown task '{task}' (expected one of {', '.join(TASKS)})")
+    where = Path(section.path).name
+    rows = read_rows(section.path)
+    fmt = section.format
+    if fmt in ("", "auto"):  # classification columns may be named in the section; checked below
+        fmt = "classification" if task == "sequence-classification" else detect_format(rows, task, where)
+    elif fmt not in FORMATS:
+        raise DataError(f"data.format '{fmt}' is not one of auto, {', '.join(FORMATS)}")
+    if (fmt == "classification") != (task == "sequence-classification"):
+        raise DataError(f"{where}: format '{fmt}' does not fit task '{task}' "
+                        f"(classification data goes with sequence-classification, the others with causal-lm)")
+    max_len = int(section.max_seq_len)
+    causal = task == "causal-lm"
+
+    labels = None
+    label_names: list[str] = []
+    if not causal:
+        text_col, label_col, label_names = classification_labels(section, rows)
+        labels = (text_col, label_col, {name: i for i, name in enumerate(label_names)})
+
+    packing = causal and fmt == "text" and bool(section.pack)
+
+    def load(rows_, where_):
+        examples, helper = _examples(rows_, where_, tokenizer, task, fmt, max_len, labels)
+        dropped = 0
+        if causal and not packing:
+            examples, dropped = _truncate(examples, max_len)
+        if not examples:
+            raise DataError(f"{where_}: no example has any tokens to learn from within max_seq_len={max_len} "
+                            f"(all {len(rows_)} rows dropped; raise data.max_seq_len)")
+        return examples, dropped, helper
+
+    train_examples, dropped, helper = load(rows, where)
+    eval_examples = None
+    if section.eval_path:
+        eval_where = Path(section.eval_path).name
+        eval_rows = read_rows(section.eval_path)
+        if not causal:  # the eval file may use the same auto-detected column names
+            _classification_columns(list(eval_rows.column_names), labels[0], labels[1], eval_where)
+        eval_examples, eval_dropped, _ = load(eval_rows, eval_where)
+        dropped += eval_dropped
+    elif section.eval_fraction > 0:
+        n = len(train_examples)
+        n_eval = max(1, math.floor(n * float(section.eval_fraction)))
+        if n - n_eval >= 1:
+            split = datasets.Dataset.from_list(train_examples).train_test_split(test_size=n_eval, seed=seed)
+            train_examples, eval_examples = split["train"].to_list(), split["test"].to_list()
+
+    if packing:
+        train_examples = _pack(train_examples, max_len)
+        eval_examples = _pack(eval_examples, max_len) if eval_examples else eval_examples
+
+    return PreparedData(
+        train=datasets.Dataset.from_list(train_examples),
+        eval=datasets.Dataset.from_list(eval_examples) if eval_examples else None,
+        collator=Collator(_pad_id(tokenizer), causal),
+        format=fmt,
+        num_labels=len(label_names),
+        label_names=label_names,
+        chat_template_used=helper.template_used,
+        dropped=dropped,
+    )

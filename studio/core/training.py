@@ -1,0 +1,448 @@
+"""A training Session: one run of one RunConfig, on transformers' Trainer with a PEFT model.
+
+    session = Session(RunConfig.from_toml("run.toml"))
+    result = session.run(sink=print)          # blocks; call session.control.stop() from elsewhere
+
+The Session makes the run folder (DESIGN.md: config.toml, events.jsonl, checkpoints/, adapter/),
+loads the base model and the data, lets the chosen variant build its adapters, and runs the
+Trainer with callbacks that turn the Trainer's logs into events, honour stop and pause requests
+between optimizer steps, and keep variant state beside each checkpoint. A stopped run still saves
+its adapter. `Session(config, resume_dir=RUN_FOLDER)` continues from the run's last checkpoint.
+
+Everything heavy (torch, transformers, peft) is imported inside methods, so importing this module
+is cheap for the window.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+from .errors import ConfigError, StudioError, TrainingError
+from .paths import atomic_dir, write_text_atomic
+from .telemetry.events import EventLog, Sink, make_event, read_events
+from .variants import BuildContext, get_variant
+
+STATE_JSON = "studio_state.json"          # variant state (JSON) kept in the run folder and checkpoints
+STATE_TENSORS = "studio_state.safetensors"
+
+
+class RunControl:
+    """Stop and pause requests, set from any thread, honoured between optimizer steps."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()  # a paused run wakes up to stop
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def wait_while_paused(self, timeout: float = 0.2) -> None:
+        self._running.wait(timeout)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str                   # completed, stopped, failed
+    adapter_path: Path | None
+    error: str | None = None
+    exit_code: int = 0            # 0 ok, 1 failure while training, 2 bad input
+
+
+def pick_device(requested: str):
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda was asked for, but torch sees no CUDA device "
+                          "(is this the CPU build of torch?)")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("train.device: mps was asked for, but this machine has no Apple GPU")
+    return torch.device(requested)
+
+
+def pick_precision(requested: str, device) -> str:
+    import torch
+
+    if requested == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if requested == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.precision: fp16 needs a CUDA device, this run is on {device.type} "
+                          "(use fp32 or bf16)")
+    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("train.precision: this GPU does not support bf16 (use fp16 or fp32)")
+    return requested
+
+
+def planned_steps(n_train: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int,
+                  world_size: int = 1) -> int:
+    """Optimizer steps the Trainer will take (its own arithmetic, for AdaLoRA's schedule)."""
+    if max_steps > 0:
+        return max_steps
+    batches = math.ceil(n_train / (batch_size * world_size))
+    per_epoch = max(batches // grad_accum + int(batches % grad_accum > 0), 1)
+    return max(math.ceil(epochs * per_epoch), 1)
+
+
+def new_run_dir(output_dir: str, variant: str) -> Path:
+    base = Path(output_dir)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        name = f"{stamp}-{variant}" + (f"-{i}" if i else "")
+        path = base / name
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise TrainingError(f"train.output_dir: could not create a new run folder in {base}")
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+
+
+def adapted_layers(model) -> list[str]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, BaseTunerLayer):
+            names.append(name.removeprefix("base_model.model."))
+    return names
+
+
+class Session:
+    """One run. `run()` blocks until the run ends and never raises for a failed run: the failure
+    is a `run_finished` event with status `failed` and one readable sentence."""
+
+    def __init__(self, config: RunConfig, *, resume_dir: str | Path | None = None,
+                 control: RunControl | None = None):
+        self.config = config
+        self.resume_dir = Path(resume_dir) if resume_dir else None
+        self.control = control or RunControl()
+        self.run_dir: Path | None = None
+        self.model = None
+        self.tokenizer = None
+        self._log: EventLog | None = None
+        self._step = 0
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self, sink: Sink | None = None) -> RunResult:
+        cfg = self.config
+        try:
+            if self.resume_dir is not None:
+                if not (self.resume_dir / "config.toml").is_file():
+                    raise ConfigError(f"{self.resume_dir}: not a run folder (no config.toml)")
+                self.run_dir = self.resume_dir
+            else:
+                self.run_dir = new_run_dir(cfg.train.output_dir, cfg.variant_name)
+                write_text_atomic(self.run_dir / "config.toml", cfg.to_toml())
+        except StudioError as e:
+            return RunResult(self.run_dir or Path(cfg.train.output_dir), "failed", None, str(e), e.exit_code)
+        except OSError as e:
+            msg = f"train.output_dir: cannot write the run folder ({e.strerror}: {e.filename})"
+            return RunResult(Path(cfg.train.output_dir), "failed", None, msg, 2)
+
+        self._log = EventLog(self.run_dir / "events.jsonl", forward=sink)
+        status, error, exit_code, adapter = "failed", None, 1, None
+        try:
+            status, adapter = self._train()
+            exit_code = 0
+        except StudioError as e:
+            error, exit_code = str(e), e.exit_code
+        except KeyboardInterrupt:
+            error, exit_code, status = "interrupted", 130, "stopped"
+        except Exception as e:  # a bug or a library failure: one line for people, the trace in the log folder
+            error = _one_line(e)
+            (self.run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+            error += f" (details in {self.run_dir / 'error.log'})"
+        finally:
+            self._emit("run_finished", status=status, error=error,
+                       adapter_path=str(adapter) if adapter else None)
+            self._log.close()
+        return RunResult(self.run_dir, status, adapter, error, exit_code)
+
+    def _emit(self, type: str, **payload) -> None:
+        if self._log is not None:
+            self._log(make_event(type, self._step, **payload))
+
+    def _progress(self, message: str) -> None:
+        self._emit("progress", message=message)
+
+    def _train(self):
+        import torch
+        import transformers
+        from transformers import Trainer, TrainingArguments
+
+        from .data import prepare_data
+        from .models import load_model, load_tokenizer, resolve_source
+
+        cfg = self.config
+        transformers.logging.set_verbosity_error()
+        device = pick_device(cfg.train.device)
+        precision = pick_precision(cfg.train.precision, device)
+        variant = get_variant(cfg.variant_name)
+        opts = cfg.variant_options()
+
+        resolved = resolve_source(cfg.model.source, cfg.model.trust_remote_code, progress=self._progress)
+        self.tokenizer = load_tokenizer(resolved, cfg.model.trust_remote_code)
+        self._progress("reading the dataset")
+        data = prepare_data(cfg.data, self.tokenizer, cfg.model.task, seed=cfg.train.seed)
+        self._progress("loading the base model")
+        base = load_model(resolved, cfg.model.task, label_names=data.label_names,
+                          trust_remote_code=cfg.model.trust_remote_code, pad_token_id=self.tokenizer.pad_token_id)
+        base.to(device)
+
+        total = planned_steps(len(data.train), cfg.train.batch_size, cfg.train.grad_accum, cfg.train.epochs,
+                              cfg.train.max_steps)
+        saved_state = self._saved_state()
+        ctx = BuildContext(task=cfg.model.task, total_steps=total, learning_rate=cfg.train.learning_rate,
+                           weight_decay=cfg.train.weight_decay, seed=cfg.train.seed, device=device,
+                           train_dataset=data.train, collator=data.collator, batch_size=cfg.train.batch_size,
+                           emit=lambda ev: self._emit(ev.pop("type"), **ev),
+                           should_stop=lambda: self.control.stop_requested, saved_state=saved_state,
+                           state=dict(saved_state))
+        transformers.set_seed(cfg.train.seed)
+        model = variant.build(base, opts, ctx)
+        model.to(device)
+        self.model = model
+        write_text_atomic(self.run_dir / STATE_JSON, json.dumps(ctx.state, indent=1))
+
+        checkpoint = last_checkpoint(self.run_dir) if self.resume_dir else None
+        if self.resume_dir is not None and checkpoint is None:
+            self._progress("no checkpoint in this run folder yet: starting from the beginning")
+        if checkpoint is not None:
+            self._restore_checkpoint(model, variant, opts, checkpoint, ctx)
+
+        trainable, total_params = model.get_nb_trainable_parameters()
+        self._emit("run_started", config=cfg.to_dict(), trainable_params=int(trainable),
+                   total_params=int(total_params), adapted_layers=adapted_layers(model), device=str(device),
+                   precision=precision, total_steps=total, train_examples=len(data.train),
+                   eval_examples=len(data.eval) if data.eval is not None else 0, data_format=data.format,
+                   resumed_from=str(checkpoint) if checkpoint else None, run_dir=str(self.run_dir))
+
+        args = TrainingArguments(
+            output_dir=str(self.run_dir / "checkpoints"),
+            per_device_train_batch_size=cfg.train.batch_size,
+            per_device_eval_batch_size=cfg.train.batch_size,
+            gradient_accumulation_steps=cfg.train.grad_accum,
+            num_train_epochs=cfg.train.epochs,
+            max_steps=cfg.train.max_steps if cfg.train.max_steps > 0 else -1,
+            learning_rate=cfg.train.learning_rate,
+            lr_scheduler_type=cfg.train.lr_scheduler,
+            warmup_steps=cfg.train.warmup_steps,
+            weight_decay=cfg.train.weight_decay,
+            max_grad_norm=cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else 0.0,
+            activation_checkpointing=cfg.train.gradient_checkpointing,
+            # non-reentrant: with frozen embeddings the reentrant variant sees no input needing grad
+            activation_checkpointing_kwargs={"use_reentrant": False} if cfg.train.gradient_checkpointing else None,
+            logging_strategy="steps", logging_steps=1,
+            eval_strategy="steps" if (cfg.train.eval_every > 0 and data.eval is not None) else "no",
+            eval_steps=cfg.train.eval_every or None,
+            save_strategy="steps" if cfg.train.save_every > 0 else "no",
+            save_steps=cfg.train.save_every or 500,
+            seed=cfg.train.seed,
+            use_cpu=device.type == "cpu",
+            bf16=precision == "bf16", fp16=precision == "fp16",
+            report_to=[], disable_tqdm=True, remove_unused_columns=False,
+            include_num_input_tokens_seen="non_padding",
+            dataloader_num_workers=0,
+            label_names=["labels"],
+        )
+        optimizer = variant.make_optimizer(model, opts, ctx)
+        callbacks = [_event_callback(self, variant, opts)] + list(variant.callbacks(model, opts, ctx))
+        trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                          data_collator=data.collator, callbacks=callbacks,
+                          optimizers=(optimizer, None),
+                          compute_metrics=_accuracy if cfg.model.task == "sequence-classification" else None)
+        # our sink reports progress; the Trainer's own printer would write dicts to stdout
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+
+        if self.control.stop_requested:
+            return "stopped", self._save_adapter(model, variant, opts, resolved)
+        try:
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except torch.cuda.OutOfMemoryError:
+            raise TrainingError("out of GPU memory: lower train.batch_size or data.max_seq_len, "
+                                "or set train.gradient_checkpointing = true") from None
+        self._step = trainer.state.global_step
+        status = "stopped" if self.control.stop_requested else "completed"
+        if not math.isfinite(output.training_loss if output.training_loss is not None else 0.0):
+            raise TrainingError("the loss became NaN or infinite: lower train.learning_rate")
+        return status, self._save_adapter(model, variant, opts, resolved)
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def _saved_state(self) -> dict:
+        if self.resume_dir is None:
+            return {}
+        path = self.resume_dir / STATE_JSON
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        return {}
+
+    def _restore_checkpoint(self, model, variant, opts, checkpoint: Path, ctx) -> None:
+        """Put the checkpoint's adapter weights and the variant's extra state into the model
+        before the Trainer loads optimizer, scheduler and data position from the same folder."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        weights = checkpoint / "adapter_model.safetensors"
+        if weights.is_file():
+            set_peft_model_state_dict(model, load_file(str(weights)))
+        tensors_path = checkpoint / STATE_TENSORS
+        tensors = load_file(str(tensors_path)) if tensors_path.is_file() else {}
+        variant.restore_state(model, opts, tensors, ctx)
+        self._step = int(checkpoint.name.split("-")[-1])
+        self._progress(f"resuming from {checkpoint.name}")
+
+    def save_checkpoint_state(self, checkpoint: Path, variant, opts) -> None:
+        from safetensors.torch import save_file
+
+        tensors = variant.checkpoint_state(self.model, opts)
+        if tensors:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                      str(checkpoint / STATE_TENSORS))
+        state_json = self.run_dir / STATE_JSON
+        if state_json.is_file():
+            write_text_atomic(checkpoint / STATE_JSON, state_json.read_text(encoding="utf-8"))
+
+    def _save_adapter(self, model, variant, opts, resolved) -> Path:
+        final = self.run_dir / "adapter"
+        with atomic_dir(final) as tmp:
+            variant.export_adapter(model, opts, tmp)
+            meta = {"base_model": resolved.source, "base_path": resolved.path,
+                    "base_fingerprint": resolved.fingerprint, "task": self.config.model.task,
+                    "variant": self.config.variant_name, "options": self.config.variant,
+                    "run": str(self.run_dir), "step": self._step, "metrics": self._final_metrics()}
+            (tmp / "studio.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(str(tmp))
+        return final
+
+    def _final_metrics(self) -> dict:
+        out = {}
+        path = self.run_dir / "events.jsonl"
+        if path.is_file():
+            for ev in read_events(path):
+                if ev.get("type") == "step" and ev.get("loss") is not None:
+                    out["loss"] = ev["loss"]
+                elif ev.get("type") == "eval":
+                    out.update({k: v for k, v in ev.items() if k not in ("type", "step", "time")})
+        return out
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _accuracy(eval_pred) -> dict:
+    import numpy as np
+
+    logits, labels = eval_pred
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def _build_event_callback_class():
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        """Trainer logs -> events; stop/pause between optimizer steps; variant state at checkpoints."""
+
+        def __init__(self, session: Session, variant, opts):
+            self.session = session
+            self.variant = variant
+            self.opts = opts
+            self._last_time = None
+            self._last_tokens = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self._last_time = time.perf_counter()
+            self._last_tokens = state.num_input_tokens_seen
+
+        def on_step_end(self, args, state, control, **kwargs):
+            s = self.session
+            s._step = state.global_step
+            if s.control.paused and not s.control.stop_requested:
+                s._emit("paused")
+                while s.control.paused and not s.control.stop_requested:
+                    s.control.wait_while_paused()
+                if not s.control.stop_requested:
+                    s._emit("resumed")
+                self._last_time = time.perf_counter()  # a pause is not slow training
+            if s.control.stop_requested:
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            s = self.session
+            logs = dict(logs or {})
+            if "loss" in logs:
+                now = time.perf_counter()
+                tokens = state.num_input_tokens_seen
+                dt = now - (self._last_time or now)
+                tps = (tokens - self._last_tokens) / dt if dt > 0 else None
+                self._last_time, self._last_tokens = now, tokens
+                s._emit("step", loss=logs.get("loss"), lr=logs.get("learning_rate"),
+                        grad_norm=logs.get("grad_norm"), tokens_per_s=tps, epoch=logs.get("epoch"),
+                        total_steps=state.max_steps)
+            elif any(k.startswith("eval_") for k in logs):
+                s._emit("eval", **{k: v for k, v in logs.items() if k.startswith("eval_") or k == "epoch"})
+
+        def on_save(self, args, state, control, **kwargs):
+            s = self.session
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if path.is_dir():
+                s.save_checkpoint_state(path, self.variant, self.opts)
+                s._emit("checkpoint", path=str(path))
+
+    return EventCallback
+
+
+def _event_callback(session, variant, opts):
+    global _EVENT_CALLBACK_CLS
+    if _EVENT_CALLBACK_CLS is None:
+        _EVENT_CALLBACK_CLS = _build_event_callback_class()
+    return _EVENT_CALLBACK_CLS(session, variant, opts)
+
+
+_EVENT_CALLBACK_CLS = None

@@ -1,0 +1,89 @@
+"""AdaLoRA (Zhang et al. 2023): SVD-shaped adapters ΔW = P diag(λ) Q whose ranks are moved
+between layers during training by an importance score; orthogonality of P and Q is encouraged
+by a regulariser added to the loss.
+
+peft does the maths (AdaLoraConfig, RankAllocator). Two things it leaves to the training loop,
+and which this module supplies: `update_and_allocate(step)` after every optimizer step and before
+gradients are zeroed (transformers' Trainer never calls it), and a task_type so that
+AdaLoraModel.forward adds the orthogonality term to the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..options import option
+from .base import CommonOptions, Variant, register
+
+
+@dataclass
+class AdaLoraOptions(CommonOptions):
+    r: int = option(12, "Not used: AdaLoRA starts every layer at init_r", min=1, max=4096)
+    alpha: float = option(32.0, "Scale of the update: ΔW is multiplied by alpha / init_r", min=0.0)
+    init_r: int = option(12, "Rank every layer starts with", min=1, max=4096)
+    target_r: int = option(8, "Average rank per layer at the end (the final budget)", min=1, max=4096)
+    tinit: int = option(0, "Optimizer steps of warmup before ranks are pruned", min=0)
+    tfinal: int = option(0, "Optimizer steps at the end with the final budget fixed", min=0)
+    deltaT: int = option(1, "Reallocate ranks every deltaT optimizer steps", min=1)
+    beta1: float = option(0.85, "EMA factor for the sensitivity", min=0.0, max=1.0)
+    beta2: float = option(0.85, "EMA factor for the uncertainty", min=0.0, max=1.0)
+    orth_reg_weight: float = option(0.5, "Weight of the orthogonality regulariser in the loss", min=0.0)
+
+    def check(self) -> None:
+        super().check()
+        if self.target_r > self.init_r:
+            raise ValueError(f"target_r: expected at most init_r ({self.init_r}), got {self.target_r}")
+
+
+class AdaLora(Variant):
+    name = "adalora"
+    description = "SVD-shaped adapters whose ranks are reallocated between layers during training by importance."
+    options_cls = AdaLoraOptions
+
+    def build(self, model, opts, ctx):
+        from peft import AdaLoraConfig, get_peft_model
+
+        from ..errors import ConfigError
+
+        if ctx.total_steps <= opts.tinit + opts.tfinal:
+            raise ConfigError(
+                f"variant.tinit + variant.tfinal ({opts.tinit} + {opts.tfinal}) must be less than the run's "
+                f"{ctx.total_steps} optimizer steps")
+        config = AdaLoraConfig(init_r=opts.init_r, target_r=opts.target_r, tinit=opts.tinit, tfinal=opts.tfinal,
+                               deltaT=opts.deltaT, beta1=opts.beta1, beta2=opts.beta2,
+                               orth_reg_weight=opts.orth_reg_weight, total_step=ctx.total_steps,
+                               lora_alpha=opts.alpha, lora_dropout=opts.dropout,
+                               target_modules=self.target_modules(opts), task_type=self.task_type(ctx))
+        return get_peft_model(model, config)
+
+    def callbacks(self, model, opts, ctx):
+        return [make_allocation_callback()]
+
+
+def make_allocation_callback():
+    from transformers import TrainerCallback
+
+    class RankAllocationCallback(TrainerCallback):
+        """Calls AdaLoRA's update_and_allocate after each optimizer step (grads still present)."""
+
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            # model may arrive wrapped (DDP / accelerate); the PEFT model is what has base_model
+            peft_model = getattr(model, "module", model)
+            peft_model.base_model.update_and_allocate(state.global_step)
+
+    return RankAllocationCallback()
+
+
+def current_ranks(model) -> dict[str, int]:
+    """Live ranks per adapted module, read from peft's rank_pattern (a nonzero count of λ is
+    wrong between mask steps: the optimizer revives zeroed entries)."""
+    config = model.peft_config["default"]
+    pattern = config.rank_pattern or {}
+    out = {}
+    for key, mask in pattern.items():
+        module = key.removesuffix(".lora_E").removeprefix("base_model.model.")
+        out[module] = int(sum(bool(m) for m in mask))
+    return out
+
+
+register(AdaLora())

@@ -1,0 +1,121 @@
+"""What every variant is: a name, a one-line description, an options dataclass, and hooks.
+
+Central code (training.py, export) never asks `if name == ...`: it calls these hooks through the
+registry (PEFT's `PEFT_TYPE_TO_CONFIG_MAPPING` pattern). A variant module defines a subclass,
+and registers one instance with `register(...)` at import time.
+
+Hooks, in the order a run calls them:
+    build(model, opts, ctx)        -> the PEFT model (may run a preliminary stage, like LoRA-drop)
+    make_optimizer(model, opts, ctx) -> a torch optimizer, or None for the Trainer's AdamW
+    callbacks(model, opts, ctx)    -> extra transformers TrainerCallbacks
+    checkpoint_state(model, opts)  -> tensors saved beside each Trainer checkpoint (resume)
+    restore_state(model, opts, tensors, ctx) -> put that state back when a run resumes
+    export_adapter(model, opts, out_dir) -> write a stock-PEFT-loadable adapter into out_dir
+torch, transformers and peft are imported inside the hooks, never at module import.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..options import option
+
+_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+REGISTRY: dict[str, "Variant"] = {}
+
+
+@dataclass
+class CommonOptions:
+    """Options every variant has. Variants subclass this and add their own fields."""
+
+    r: int = option(16, "Adapter rank: the width of the low-rank update", min=1, max=4096)
+    alpha: float = option(32.0, "Scale of the update: ΔW is multiplied by alpha / r", min=0.0)
+    dropout: float = option(0.0, "Dropout on the adapter's input during training", min=0.0, max=0.9)
+    target_modules: str = option("all-linear",
+                                 "Layers to adapt: all-linear, or module names separated by commas (q_proj,v_proj)")
+
+    def check(self) -> None:
+        """Cross-field checks; raise ValueError('field: expected ..., got ...')."""
+        if not self.target_modules.strip():
+            raise ValueError("target_modules: expected all-linear or module names, got ''")
+
+
+@dataclass
+class BuildContext:
+    """What a variant may need to build itself, all plain or library objects (no Qt)."""
+
+    task: str = "causal-lm"                  # "causal-lm" or "sequence-classification"
+    total_steps: int = 0                     # optimizer steps the run will take
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: Any = None                       # torch.device the model lives on
+    train_dataset: Any = None                # tokenized rows (datasets.Dataset)
+    collator: Callable | None = None
+    batch_size: int = 4
+    emit: Callable[[dict], None] = lambda event: None   # report an event ({"type": ...})
+    should_stop: Callable[[], bool] = lambda: False
+    saved_state: dict = field(default_factory=dict)     # JSON state from a run being resumed
+    state: dict = field(default_factory=dict)           # JSON state to keep with the run folder
+
+
+class Variant:
+    name: str = ""
+    description: str = ""
+    options_cls: type = CommonOptions
+    # peft "task_type" names for the two tasks
+    TASK_TYPES = {"causal-lm": "CAUSAL_LM", "sequence-classification": "SEQ_CLS"}
+
+    def build(self, model, opts, ctx: BuildContext):
+        raise NotImplementedError
+
+    def make_optimizer(self, model, opts, ctx: BuildContext):
+        return None
+
+    def callbacks(self, model, opts, ctx: BuildContext) -> list:
+        return []
+
+    def checkpoint_state(self, model, opts) -> dict:
+        return {}
+
+    def restore_state(self, model, opts, tensors: dict, ctx: BuildContext) -> None:
+        pass
+
+    def export_adapter(self, model, opts, out_dir) -> None:
+        model.save_pretrained(str(out_dir))
+
+    # -- helpers for subclasses --------------------------------------------------------------
+
+    def target_modules(self, opts) -> str | list[str]:
+        text = opts.target_modules.strip()
+        if text == "all-linear":
+            return "all-linear"
+        return [t.strip() for t in text.split(",") if t.strip()]
+
+    def task_type(self, ctx: BuildContext) -> str:
+        return self.TASK_TYPES[ctx.task]
+
+    def lora_config(self, opts, ctx: BuildContext, **extra):
+        from peft import LoraConfig
+
+        kwargs = dict(r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
+                      target_modules=self.target_modules(opts), task_type=self.task_type(ctx))
+        kwargs.update(extra)
+        return LoraConfig(**kwargs)
+
+
+def register(variant: Variant) -> Variant:
+    """Add a variant to the registry; fails loudly on a bad or duplicate name."""
+    name = variant.name
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"variant name {name!r} must be lowercase words joined by '-'")
+    if name in REGISTRY:
+        raise ValueError(f"variant {name!r} is registered twice")
+    if not variant.description or "\n" in variant.description:
+        raise ValueError(f"variant {name!r} needs a one-line description")
+    if not issubclass(variant.options_cls, CommonOptions):
+        raise ValueError(f"variant {name!r}: options must subclass CommonOptions")
+    REGISTRY[name] = variant
+    return variant

@@ -1,0 +1,35 @@
+"""VeRA (Kopiczko et al. 2024): one pair of frozen random matrices shared by every layer;
+each layer trains only two scaling vectors, b (d_out, starts at 0) and d (r, starts at d_initial).
+There is no alpha. Built on peft's VeraConfig; the projections are saved with the adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..options import option
+from .base import CommonOptions, Variant, register
+
+
+@dataclass
+class VeraOptions(CommonOptions):
+    r: int = option(256, "Rank of the shared random projections (much larger than LoRA's)", min=1, max=8192)
+    alpha: float = option(0.0, "Not used by VeRA (it has no alpha); kept for a common form", min=0.0)
+    d_initial: float = option(0.1, "Starting value of the d vector (paper: small, <= 0.1)", min=0.0, max=10.0)
+    projection_prng_key: int = option(0, "Seed of the shared random projections", min=0)
+
+
+class Vera(Variant):
+    name = "vera"
+    description = "Frozen random A and B shared by all layers; only two scaling vectors per layer train."
+    options_cls = VeraOptions
+
+    def build(self, model, opts, ctx):
+        from peft import VeraConfig, get_peft_model
+
+        config = VeraConfig(r=opts.r, target_modules=self.target_modules(opts), d_initial=opts.d_initial,
+                            projection_prng_key=opts.projection_prng_key, save_projection=True,
+                            vera_dropout=opts.dropout, task_type=self.task_type(ctx))
+        return get_peft_model(model, config)
+
+
+register(Vera())
