@@ -36,6 +36,7 @@ class ProgressSink:
         self.start = None
         self.last_print = 0.0
         self.loss = None
+        self.pending: list[str] = []
 
     def __call__(self, event: dict) -> None:
         if self.json_lines:
@@ -43,8 +44,12 @@ class ProgressSink:
             return
         kind = event.get("type")
         if kind == "progress":
-            self._line(event.get("message", ""))
+            # held back until the run starts: bad input then prints its one error line alone
+            self.pending.append(event.get("message", ""))
         elif kind == "run_started":
+            for message in self.pending:
+                self._line(message)
+            self.pending = []
             self.total = event.get("total_steps", 0)
             self.start = time.monotonic()
             self._line(f"{event['config']['variant']['name']}: {event['trainable_params']:,} trainable of "
@@ -63,10 +68,8 @@ class ProgressSink:
             self._line(f"checkpoint: {event['path']}")
         elif kind in ("paused", "resumed"):
             self._line(f"{kind} at step {event['step']}")
-        elif kind == "run_finished":
-            if self.tty:
-                self.stream.write("\n")
-            self._line(f"run {event['status']}" + (f": {event['error']}" if event.get("error") else ""))
+        elif kind == "run_finished" and event.get("status") != "failed":
+            self._line(f"run {event['status']} at step {event['step']}")
 
     def _bar(self, step: int) -> None:
         now = time.monotonic()
@@ -141,7 +144,8 @@ def cmd_train(args) -> int:
         signal.signal(signal.SIGINT, previous)
     if result.error:
         _err(result.error)
-    print(result.run_dir)
+    if result.run_dir is not None:
+        print(result.run_dir)
     return result.exit_code
 
 
@@ -194,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not os.environ.get("LORA_STUDIO_DEBUG"):
+        # the terminal shows our progress and one-line errors; library chatter stays out of it
+        import warnings
+
+        warnings.simplefilter("ignore")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ from typing import Any
 from .config import RunConfig
 from .errors import ConfigError, StudioError, TrainingError
 from .paths import atomic_dir, write_text_atomic
-from .telemetry.events import EventLog, Sink, make_event, read_events
+from .telemetry.events import EventLog, Sink, make_event, plain, read_events
 from .variants import BuildContext, get_variant
 
 STATE_JSON = "studio_state.json"          # variant state (JSON) kept in the run folder and checkpoints
@@ -163,48 +163,64 @@ class Session:
     # -- the run -----------------------------------------------------------------------------
 
     def run(self, sink: Sink | None = None) -> RunResult:
-        cfg = self.config
-        try:
-            if self.resume_dir is not None:
-                if not (self.resume_dir / "config.toml").is_file():
-                    raise ConfigError(f"{self.resume_dir}: not a run folder (no config.toml)")
-                self.run_dir = self.resume_dir
-            else:
-                self.run_dir = new_run_dir(cfg.train.output_dir, cfg.variant_name)
-                write_text_atomic(self.run_dir / "config.toml", cfg.to_toml())
-        except StudioError as e:
-            return RunResult(self.run_dir or Path(cfg.train.output_dir), "failed", None, str(e), e.exit_code)
-        except OSError as e:
-            msg = f"train.output_dir: cannot write the run folder ({e.strerror}: {e.filename})"
-            return RunResult(Path(cfg.train.output_dir), "failed", None, msg, 2)
-
-        self._log = EventLog(self.run_dir / "events.jsonl", forward=sink)
+        """Run to the end. Bad input (config, data, model) fails before the run folder is made,
+        so a mistake leaves nothing behind; later failures are recorded in the folder."""
+        self._sink = sink
+        self._pending: list[dict] = []
         status, error, exit_code, adapter = "failed", None, 1, None
         try:
             status, adapter = self._train()
             exit_code = 0
+        except _StoppedBeforeStart:
+            status, exit_code = "stopped", 0
         except StudioError as e:
             error, exit_code = str(e), e.exit_code
         except KeyboardInterrupt:
             error, exit_code, status = "interrupted", 130, "stopped"
-        except Exception as e:  # a bug or a library failure: one line for people, the trace in the log folder
+        except Exception as e:  # a bug or a library failure: one line for people, the trace in the folder
             error = _one_line(e)
-            (self.run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-            error += f" (details in {self.run_dir / 'error.log'})"
+            if self.run_dir is not None:
+                (self.run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+                error += f" (details in {self.run_dir / 'error.log'})"
         finally:
             self._emit("run_finished", status=status, error=error,
                        adapter_path=str(adapter) if adapter else None)
-            self._log.close()
+            if self._log is not None:
+                self._log.close()
         return RunResult(self.run_dir, status, adapter, error, exit_code)
 
+    def _open_run_folder(self) -> None:
+        """Make (or reopen, when resuming) the run folder and start its event log with the events
+        reported so far."""
+        cfg = self.config
+        try:
+            if self.resume_dir is not None:
+                self.run_dir = self.resume_dir
+            else:
+                self.run_dir = new_run_dir(cfg.train.output_dir, cfg.variant_name)
+                write_text_atomic(self.run_dir / "config.toml", cfg.to_toml())
+        except OSError as e:
+            raise ConfigError(f"train.output_dir: cannot write the run folder ({e.strerror}: {e.filename})") from None
+        self._log = EventLog(self.run_dir / "events.jsonl", forward=self._sink)
+        for event in self._pending:
+            self._log.write(event)
+        self._pending = []
+
     def _emit(self, type: str, **payload) -> None:
+        event = make_event(type, self._step, **payload)
         if self._log is not None:
-            self._log(make_event(type, self._step, **payload))
+            self._log(event)
+            return
+        event = plain(event)
+        self._pending.append(event)
+        if self._sink is not None:
+            self._sink(event)
 
     def _progress(self, message: str) -> None:
         self._emit("progress", message=message)
 
     def _train(self):
+        import datasets
         import torch
         import transformers
         from transformers import Trainer, TrainingArguments
@@ -213,7 +229,11 @@ class Session:
         from .models import load_model, load_tokenizer, resolve_source
 
         cfg = self.config
+        if self.resume_dir is not None and not (self.resume_dir / "config.toml").is_file():
+            raise ConfigError(f"{self.resume_dir}: not a run folder (no config.toml)")
         transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
         device = pick_device(cfg.train.device)
         precision = pick_precision(cfg.train.precision, device)
         variant = get_variant(cfg.variant_name)
@@ -241,6 +261,9 @@ class Session:
         model = variant.build(base, opts, ctx)
         model.to(device)
         self.model = model
+        if self.control.stop_requested and self.resume_dir is None:
+            raise _StoppedBeforeStart()
+        self._open_run_folder()
         write_text_atomic(self.run_dir / STATE_JSON, json.dumps(ctx.state, indent=1))
 
         checkpoint = last_checkpoint(self.run_dir) if self.resume_dir else None
@@ -370,6 +393,15 @@ class Session:
         return out
 
 
+class _StoppedBeforeStart(StudioError):
+    """Stop was pressed while the model was still loading: nothing to save, no folder made."""
+
+    exit_code = 0
+
+    def __init__(self):
+        super().__init__("stopped before training started")
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -425,6 +457,8 @@ def _build_event_callback_class():
                 s._emit("step", loss=logs.get("loss"), lr=logs.get("learning_rate"),
                         grad_norm=logs.get("grad_norm"), tokens_per_s=tps, epoch=logs.get("epoch"),
                         total_steps=state.max_steps)
+                if s.control.stop_requested:  # asked while this step was being reported
+                    control.should_training_stop = True
             elif any(k.startswith("eval_") for k in logs):
                 s._emit("eval", **{k: v for k, v in logs.items() if k.startswith("eval_") or k == "epoch"})
 

@@ -51,11 +51,15 @@ class EventLog:
 
     def __call__(self, event: dict) -> None:
         event = plain(event)
-        if not self._file.closed:
-            self._file.write(json.dumps(event, ensure_ascii=False) + "\n")
-            self._file.flush()
+        self.write(event)
         if self._forward is not None:
             self._forward(event)
+
+    def write(self, event: dict) -> None:
+        """Write without passing on (for events the sink has already seen)."""
+        if not self._file.closed:
+            self._file.write(json.dumps(plain(event), ensure_ascii=False) + "\n")
+            self._file.flush()
 
     def close(self) -> None:
         self._file.close()
