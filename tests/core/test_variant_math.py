@@ -340,11 +340,6 @@ def test_adalora_reaches_target_budget_under_trainer(adalora_trained):
     assert last_lambda_count == opts.target_r * N_LINEAR
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "current_ranks keys: during training peft's rank_pattern keys are '<module>.lora_E.default' "
-    "(relative to the inner model), but current_ranks only strips '.lora_E', so it returns "
-    "'model.layers.0.self_attn.q_proj.lora_E.default' instead of the module name; the keys are only right after "
-    "save_pretrained, which rewrites the live config's keys to '<module>.lora_E' until the next mask step"))
 def test_adalora_current_ranks(adalora_trained, tmp_path):
     from peft.tuners.adalora import AdaLoraLayer
 

@@ -81,7 +81,8 @@ def current_ranks(model) -> dict[str, int]:
     pattern = config.rank_pattern or {}
     out = {}
     for key, mask in pattern.items():
-        module = key.removesuffix(".lora_E").removeprefix("base_model.model.")
+        # keys are "<module>.lora_E" after save_pretrained and "<module>.lora_E.<adapter>" while training
+        module = key.split(".lora_E")[0].removeprefix("base_model.model.")
         out[module] = int(sum(bool(m) for m in mask))
     return out
 
