@@ -174,6 +174,36 @@ class RunConfig:
         return spec.options_cls(**values)
 
 
+def find_file(path: str, config_source: str = "") -> str:
+    """Where a relative path in a config points: the current folder first, then the config
+    file's folder, then the studio's own checkout (for resources/...). Returns an absolute path
+    when found, the path unchanged otherwise (the loader then says it is missing)."""
+    p = Path(path).expanduser()
+    if not path or p.is_absolute():
+        return path
+    candidates = [Path.cwd() / p]
+    if config_source and Path(config_source).is_file():
+        candidates.append(Path(config_source).resolve().parent / p)
+    candidates.append(Path(__file__).resolve().parents[2] / p)
+    for c in candidates:
+        if c.exists():
+            return str(c.resolve())
+    return path
+
+
+def resolved_paths(cfg: "RunConfig") -> "RunConfig":
+    """A copy with the data paths (and a local model path) made absolute, so the run folder's
+    config.toml re-runs from anywhere."""
+    out = cfg.copy()
+    out.data.path = find_file(cfg.data.path, cfg.source_path)
+    if cfg.data.eval_path:
+        out.data.eval_path = find_file(cfg.data.eval_path, cfg.source_path)
+    src = cfg.model.source
+    if not src.startswith("bundled:") and (src.startswith((".", "~", "/")) or Path(src).exists()):
+        out.model.source = find_file(src, cfg.source_path)
+    return out
+
+
 def _parse_value(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
+from .config import RunConfig, resolved_paths
 from .errors import ConfigError, StudioError, TrainingError
 from .paths import atomic_dir, write_text_atomic
 from .telemetry.events import EventLog, Sink, make_event, plain, read_events
@@ -151,7 +151,7 @@ class Session:
 
     def __init__(self, config: RunConfig, *, resume_dir: str | Path | None = None,
                  control: RunControl | None = None):
-        self.config = config
+        self.config = resolved_paths(config)
         self.resume_dir = Path(resume_dir) if resume_dir else None
         self.control = control or RunControl()
         self.run_dir: Path | None = None
