@@ -1,0 +1,109 @@
+"""The Session beyond a plain run: pause and resume from another thread, and resuming a run
+folder for variants that keep state outside the adapter (Delta-LoRA's moved W, LoRA-drop's ties)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+
+from safetensors.torch import load_file
+
+from conftest import DATASETS
+from studio.core.config import RunConfig
+from studio.core.telemetry import read_events
+from studio.core.training import RunControl, Session, planned_steps
+
+
+def _config(tiny_llama, out, variant: dict, **train) -> RunConfig:
+    raw = {
+        "model": {"source": tiny_llama},
+        "data": {"path": str(DATASETS / "chat_sample.jsonl"), "eval_fraction": 0.0, "max_seq_len": 64},
+        "variant": variant,
+        "train": {"output_dir": str(out), "max_steps": 6, "batch_size": 4, "learning_rate": 5e-3,
+                  "save_every": 0, "eval_every": 0, "device": "cpu", "precision": "fp32", **train},
+    }
+    return RunConfig.from_dict(raw, "test")
+
+
+def test_planned_steps_matches_trainer_arithmetic():
+    assert planned_steps(10, 4, 1, 1.0, 0) == 3
+    assert planned_steps(10, 4, 2, 1.0, 0) == 2
+    assert planned_steps(10, 4, 1, 2.5, 0) == 8
+    assert planned_steps(10, 4, 1, 1.0, 7) == 7
+
+
+def test_pause_holds_between_steps_and_resume_continues(tiny_llama, tmp_path):
+    control = RunControl()
+    session = Session(_config(tiny_llama, tmp_path, {"name": "lora", "r": 4}), control=control)
+    events: list[dict] = []
+    paused = threading.Event()
+
+    def sink(event):
+        events.append(event)
+        if event["type"] == "step" and event["step"] == 2:
+            control.pause()
+        if event["type"] == "paused":
+            paused.set()
+
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("r", session.run(sink=sink)))
+    worker.start()
+    try:
+        assert paused.wait(timeout=300), "the run never paused"
+        # the worker is parked between optimizer steps: nothing more happens until resume
+        assert [e["step"] for e in events if e["type"] == "step"] == [1, 2]
+        assert session.control.paused
+    finally:
+        control.resume()
+        worker.join(timeout=300)
+    assert not worker.is_alive()
+    assert result["r"].status == "completed"
+    kinds = [e["type"] for e in events]
+    assert kinds.index("paused") < kinds.index("resumed")
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3, 4, 5, 6]
+
+
+def _resume_matches_uninterrupted(tiny_llama, tmp_path, variant: dict):
+    cfg = _config(tiny_llama, tmp_path / "full", variant, save_every=3)
+    full = Session(cfg).run()
+    assert full.status == "completed", full.error
+    expected = load_file(str(full.adapter_path / "adapter_model.safetensors"))
+
+    # a copy of the run as it was when it died just after checkpoint-3
+    broken = tmp_path / "broken" / full.run_dir.name
+    shutil.copytree(full.run_dir, broken)
+    shutil.rmtree(broken / "checkpoints" / "checkpoint-6")
+    shutil.rmtree(broken / "adapter")
+    resumed_session = Session(RunConfig.from_toml(broken / "config.toml"), resume_dir=broken)
+    resumed = resumed_session.run()
+    assert resumed.status == "completed", resumed.error
+    got = load_file(str(resumed.adapter_path / "adapter_model.safetensors"))
+    assert got.keys() == expected.keys()
+    worst = max((got[k] - expected[k]).abs().max().item() for k in got)
+    assert worst <= 1e-5, worst
+    events = list(read_events(broken / "events.jsonl"))
+    assert [e["step"] for e in events if e["type"] == "step"][-3:] == [4, 5, 6]
+    return full, resumed_session
+
+
+def test_delta_lora_resume_restores_the_moved_weights(tiny_llama, tmp_path):
+    full, session = _resume_matches_uninterrupted(
+        tiny_llama, tmp_path, {"name": "delta-lora", "r": 4, "start_step": 1, "update_ratio": 2.0})
+    # the resumed model's W carries the updates of steps 2..5, as the uninterrupted one did
+    w = session.model.base_model.model.model.layers[0].self_attn.q_proj.get_base_layer().weight
+    from transformers import AutoModelForCausalLM
+
+    w0 = AutoModelForCausalLM.from_pretrained(tiny_llama).model.layers[0].self_attn.q_proj.weight
+    assert (w - w0).abs().max().item() > 1e-6
+
+
+def test_lora_drop_resume_keeps_the_same_ties(tiny_llama, tmp_path):
+    full, session = _resume_matches_uninterrupted(
+        tiny_llama, tmp_path, {"name": "lora-drop", "r": 4, "threshold": 0.5})
+    import json
+
+    kept_full = json.loads((full.adapter_path / "lora_drop.json").read_text())["kept"]
+    kept_resumed = json.loads((session.run_dir / "adapter" / "lora_drop.json").read_text())["kept"]
+    assert kept_full == kept_resumed
