@@ -116,6 +116,41 @@ def planned_steps(n_train: int, batch_size: int, grad_accum: int, epochs: float,
     return max(math.ceil(epochs * per_epoch), 1)
 
 
+def training_arguments(cfg: RunConfig, run_dir: Path, device, precision: str, has_eval: bool):
+    """The Trainer's arguments for a run config. Logging every step feeds the live charts;
+    the Trainer's own printing and reporting are off (events are the report)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=cfg.train.batch_size,
+        per_device_eval_batch_size=cfg.train.batch_size,
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        num_train_epochs=cfg.train.epochs,
+        max_steps=cfg.train.max_steps if cfg.train.max_steps > 0 else -1,
+        learning_rate=cfg.train.learning_rate,
+        lr_scheduler_type=cfg.train.lr_scheduler,
+        warmup_steps=cfg.train.warmup_steps,
+        weight_decay=cfg.train.weight_decay,
+        max_grad_norm=cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else 0.0,
+        activation_checkpointing=cfg.train.gradient_checkpointing,
+        # non-reentrant: with frozen embeddings the reentrant variant sees no input needing grad
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.train.gradient_checkpointing else None,
+        logging_strategy="steps", logging_steps=1,
+        eval_strategy="steps" if (cfg.train.eval_every > 0 and has_eval) else "no",
+        eval_steps=cfg.train.eval_every or None,
+        save_strategy="steps" if cfg.train.save_every > 0 else "no",
+        save_steps=cfg.train.save_every or 500,
+        seed=cfg.train.seed,
+        use_cpu=device.type == "cpu",
+        bf16=precision == "bf16", fp16=precision == "fp16",
+        report_to=[], disable_tqdm=True, remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        label_names=["labels"],
+    )
+
+
 def new_run_dir(output_dir: str, variant: str) -> Path:
     base = Path(output_dir)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -223,9 +258,9 @@ class Session:
         import datasets
         import torch
         import transformers
-        from transformers import Trainer, TrainingArguments
+        from transformers import Trainer
 
-        from .data import prepare_data
+        from .data import FALLBACK_CHAT_TEMPLATE, prepare_data
         from .models import load_model, load_tokenizer, resolve_source
 
         cfg = self.config
@@ -243,6 +278,9 @@ class Session:
         self.tokenizer = load_tokenizer(resolved, cfg.model.trust_remote_code)
         self._progress("reading the dataset")
         data = prepare_data(cfg.data, self.tokenizer, cfg.model.task, seed=cfg.train.seed)
+        if data.chat_template_used == "fallback-chatml":
+            # saved with the adapter, so generation formats prompts the way training did
+            self.tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
         self._progress("loading the base model")
         base = load_model(resolved, cfg.model.task, label_names=data.label_names,
                           trust_remote_code=cfg.model.trust_remote_code, pad_token_id=self.tokenizer.pad_token_id)
@@ -279,34 +317,7 @@ class Session:
                    eval_examples=len(data.eval) if data.eval is not None else 0, data_format=data.format,
                    resumed_from=str(checkpoint) if checkpoint else None, run_dir=str(self.run_dir))
 
-        args = TrainingArguments(
-            output_dir=str(self.run_dir / "checkpoints"),
-            per_device_train_batch_size=cfg.train.batch_size,
-            per_device_eval_batch_size=cfg.train.batch_size,
-            gradient_accumulation_steps=cfg.train.grad_accum,
-            num_train_epochs=cfg.train.epochs,
-            max_steps=cfg.train.max_steps if cfg.train.max_steps > 0 else -1,
-            learning_rate=cfg.train.learning_rate,
-            lr_scheduler_type=cfg.train.lr_scheduler,
-            warmup_steps=cfg.train.warmup_steps,
-            weight_decay=cfg.train.weight_decay,
-            max_grad_norm=cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else 0.0,
-            activation_checkpointing=cfg.train.gradient_checkpointing,
-            # non-reentrant: with frozen embeddings the reentrant variant sees no input needing grad
-            activation_checkpointing_kwargs={"use_reentrant": False} if cfg.train.gradient_checkpointing else None,
-            logging_strategy="steps", logging_steps=1,
-            eval_strategy="steps" if (cfg.train.eval_every > 0 and data.eval is not None) else "no",
-            eval_steps=cfg.train.eval_every or None,
-            save_strategy="steps" if cfg.train.save_every > 0 else "no",
-            save_steps=cfg.train.save_every or 500,
-            seed=cfg.train.seed,
-            use_cpu=device.type == "cpu",
-            bf16=precision == "bf16", fp16=precision == "fp16",
-            report_to=[], disable_tqdm=True, remove_unused_columns=False,
-            include_num_input_tokens_seen="non_padding",
-            dataloader_num_workers=0,
-            label_names=["labels"],
-        )
+        args = training_arguments(cfg, self.run_dir, device, precision, has_eval=data.eval is not None)
         optimizer = variant.make_optimizer(model, opts, ctx)
         callbacks = [_event_callback(self, variant, opts)] + list(variant.callbacks(model, opts, ctx))
         trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
