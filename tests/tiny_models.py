@@ -157,3 +157,43 @@ def make_tiny_bert(folder, *, layers: int = 2, hidden: int = 64, seed: int = 0, 
     model = BertForSequenceClassification(config)
     model.save_pretrained(str(folder), safe_serialization=True)
     return str(folder)
+
+
+# -- in-memory pieces for tests that drive a variant without files ---------------------------------
+
+def tiny_llama_config(layers: int = 2, **overrides):
+    """The tiny Llama shape VARIANTS.md measured on (hidden 64, all 7 projections adaptable)."""
+    from transformers import LlamaConfig
+
+    kwargs = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                  num_attention_heads=4, num_key_value_heads=2)
+    kwargs.update(overrides)
+    return LlamaConfig(**kwargs)
+
+
+def random_token_dataset(n: int = 64, seed: int = 1, classes: int | None = None):
+    """Rows of 6-13 random token ids; labels are the ids (causal) or `i % classes`."""
+    import torch
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    rows = [torch.randint(1, 128, (int(torch.randint(6, 14, (1,), generator=g)),), generator=g).tolist()
+            for _ in range(n)]
+    if classes:
+        return Dataset.from_dict({"input_ids": rows, "labels": [i % classes for i in range(n)]})
+    return Dataset.from_dict({"input_ids": rows, "labels": rows})
+
+
+def pad_collator(rows):
+    """Right-pad with id 0, mask 0 and label -100 (an int label is left as is)."""
+    import torch
+
+    width = max(len(r["input_ids"]) for r in rows)
+    out = {"input_ids": [], "attention_mask": [], "labels": []}
+    for r in rows:
+        pad = width - len(r["input_ids"])
+        out["input_ids"].append(list(r["input_ids"]) + [0] * pad)
+        out["attention_mask"].append([1] * len(r["input_ids"]) + [0] * pad)
+        label = r["labels"]
+        out["labels"].append(label if isinstance(label, int) else list(label) + [-100] * pad)
+    return {k: torch.tensor(v) for k, v in out.items()}

@@ -16,17 +16,11 @@ import torch
 
 from studio.core.variants import BuildContext, get_variant
 from studio.core.variants.delta_lora import DeltaLoraOptions, effective_start_step, lora_layers
+from tiny_models import pad_collator, random_token_dataset, tiny_llama_config
 
 K = 3
 STEPS = 10
 LAMBDA = 2.0
-
-
-def tiny_config():
-    from transformers import LlamaConfig
-
-    return LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2)
 
 
 @pytest.fixture(scope="module")
@@ -34,44 +28,21 @@ def base_state():
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(tiny_config()).state_dict()
+    return LlamaForCausalLM(tiny_llama_config()).state_dict()
 
 
 def fresh_base(base_state):
     from transformers import LlamaForCausalLM
 
-    model = LlamaForCausalLM(tiny_config())
+    model = LlamaForCausalLM(tiny_llama_config())
     model.load_state_dict(base_state)
     return model
-
-
-def make_dataset(n=64, seed=1):
-    from datasets import Dataset
-
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for _ in range(n):
-        length = int(torch.randint(6, 14, (1,), generator=g))
-        ids = torch.randint(1, 128, (length,), generator=g).tolist()
-        rows.append(ids)
-    return Dataset.from_dict({"input_ids": rows, "labels": rows})
-
-
-def pad_collator(rows):
-    width = max(len(r["input_ids"]) for r in rows)
-    ids, labels, mask = [], [], []
-    for r in rows:
-        pad = width - len(r["input_ids"])
-        ids.append(list(r["input_ids"]) + [0] * pad)
-        labels.append(list(r["labels"]) + [-100] * pad)
-        mask.append([1] * len(r["input_ids"]) + [0] * pad)
-    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
 
 
 def make_ctx(total_steps=STEPS, **kw):
     kw.setdefault("task", "causal-lm")
     return BuildContext(total_steps=total_steps, learning_rate=1e-2, seed=0,
-                        device=torch.device("cpu"), train_dataset=make_dataset(), collator=pad_collator,
+                        device=torch.device("cpu"), train_dataset=random_token_dataset(), collator=pad_collator,
                         batch_size=4, **kw)
 
 
@@ -284,7 +255,7 @@ def test_export_keeps_classifier_head(tmp_path):
     from peft import PeftModel
     from transformers import LlamaForSequenceClassification
 
-    cfg = tiny_config()
+    cfg = tiny_llama_config()
     cfg.num_labels, cfg.pad_token_id = 3, 0
     torch.manual_seed(0)
     state = LlamaForSequenceClassification(cfg).state_dict()
@@ -294,7 +265,7 @@ def test_export_keeps_classifier_head(tmp_path):
         model.load_state_dict(state)
         return model
 
-    rows = make_dataset(n=24)["input_ids"]
+    rows = random_token_dataset(n=24)["input_ids"]
     ds = Dataset.from_dict({"input_ids": rows, "labels": [i % 3 for i in range(len(rows))]})
 
     def collate(batch):

@@ -19,15 +19,9 @@ import torch
 from studio.core.variants import BuildContext, get_variant
 from studio.core.variants.lora_drop import (LoraDropOptions, lora_modules, module_type, retie, select,
                                             selection_from_ties)
+from tiny_models import pad_collator, random_token_dataset, tiny_llama_config
 
 R = 4
-
-
-def tiny_config(layers=8):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                       num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)
 
 
 @pytest.fixture(scope="module")
@@ -35,42 +29,19 @@ def base_state():
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(tiny_config()).state_dict()
+    return LlamaForCausalLM(tiny_llama_config(8, pad_token_id=0)).state_dict()
 
 
 def fresh_base(base_state):
     from transformers import LlamaForCausalLM
 
-    model = LlamaForCausalLM(tiny_config())
+    model = LlamaForCausalLM(tiny_llama_config(8, pad_token_id=0))
     model.load_state_dict(base_state)
     return model
 
 
-def make_dataset(n=64, seed=1, classes=None):
-    from datasets import Dataset
-
-    g = torch.Generator().manual_seed(seed)
-    rows = [torch.randint(1, 128, (int(torch.randint(6, 14, (1,), generator=g)),), generator=g).tolist()
-            for _ in range(n)]
-    if classes:
-        return Dataset.from_dict({"input_ids": rows, "labels": [i % classes for i in range(n)]})
-    return Dataset.from_dict({"input_ids": rows, "labels": rows})
-
-
-def pad_collator(rows):
-    width = max(len(r["input_ids"]) for r in rows)
-    out = {"input_ids": [], "attention_mask": [], "labels": []}
-    for r in rows:
-        pad = width - len(r["input_ids"])
-        out["input_ids"].append(list(r["input_ids"]) + [0] * pad)
-        out["attention_mask"].append([1] * len(r["input_ids"]) + [0] * pad)
-        label = r["labels"]
-        out["labels"].append(label if isinstance(label, int) else list(label) + [-100] * pad)
-    return {k: torch.tensor(v) for k, v in out.items()}
-
-
 def make_ctx(events=None, **kw):
-    kw.setdefault("train_dataset", make_dataset())
+    kw.setdefault("train_dataset", random_token_dataset())
     return BuildContext(task=kw.pop("task", "causal-lm"), total_steps=3, learning_rate=1e-2, seed=0,
                         device=torch.device("cpu"), collator=pad_collator, batch_size=4,
                         emit=(events.append if events is not None else (lambda e: None)), **kw)
@@ -182,7 +153,7 @@ def test_shared_grad_is_sum_of_untied_grads(built, base_state):
                 p.normal_(0, 0.05)
     untied = get_peft_model(fresh_base(base_state), tied.peft_config["default"])
     set_peft_model_state_dict(untied, get_peft_model_state_dict(tied))
-    batch = pad_collator([make_dataset()[i] for i in range(4)])
+    batch = pad_collator([random_token_dataset()[i] for i in range(4)])
     for m in (tied, untied):
         m.train()
         m(**batch).loss.backward()
@@ -239,13 +210,13 @@ def test_sequence_classification_head_untouched():
     from transformers import LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    cfg = tiny_config(layers=2)
+    cfg = tiny_llama_config(2, pad_token_id=0)
     cfg.num_labels = 3
     state = LlamaForSequenceClassification(cfg).state_dict()
     base = LlamaForSequenceClassification(cfg)
     base.load_state_dict(state)
     variant = get_variant("lora-drop")
-    ctx = make_ctx(task="sequence-classification", train_dataset=make_dataset(classes=3))
+    ctx = make_ctx(task="sequence-classification", train_dataset=random_token_dataset(classes=3))
     model = variant.build(base, OPTS, ctx)
     ref = LlamaForSequenceClassification(cfg)
     ref.load_state_dict(state)
