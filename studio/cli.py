@@ -106,8 +106,15 @@ def cmd_train(args) -> int:
     from studio.core.training import RunControl, Session
 
     try:
+        if args.resume and args.config:
+            _err("train: give either a CONFIG.toml or --resume RUN_FOLDER, not both "
+                 "(a resumed run uses the config.toml in its folder)")
+            return 2
         if args.resume:
             run_dir = Path(args.resume)
+            if not run_dir.is_dir():
+                _err(f"{run_dir}: no such run folder")
+                return 2
             if not (run_dir / "config.toml").is_file():
                 _err(f"{run_dir}: not a run folder (expected config.toml inside)")
                 return 2
@@ -146,6 +153,8 @@ def cmd_train(args) -> int:
         _err(result.error)
     if result.run_dir is not None:
         print(result.run_dir)
+    if interrupts["n"] and result.status == "stopped":
+        return 130  # stopped by Ctrl-C: the adapter and a checkpoint are saved, but the run is not done
     return result.exit_code
 
 

@@ -153,11 +153,20 @@ class RunConfig:
                                   "(expected model, data, variant, train or telemetry)")
             parsed.append((section, key, _parse_value(text.strip())))
         if any(s == "variant" and k == "name" for s, k, _ in parsed):
-            # a new variant: keep the person's common options, drop the old variant's own ones
-            raw["variant"] = _keep_common(raw["variant"])
-        for section, key, value in parsed:
+            # a new variant: keep the options the person changed, take the new variant's defaults
+            raw["variant"] = _keep_customised(raw["variant"])
+        for (section, key, value), item in zip(parsed, assignments):
             raw[section][key] = value
-        return RunConfig.from_dict(raw, self.source_path or "--set")
+            if section in SECTIONS:  # check each override on its own, so its error names the --set
+                _build_section(SECTIONS[section], {key: value}, f"--set {item.strip()!r}: {section}")
+        try:
+            return RunConfig.from_dict(raw, self.source_path or "--set")
+        except ConfigError as e:
+            for (section, key, _), item in zip(parsed, assignments):
+                if f"{section}.{key}:" in str(e):
+                    raise ConfigError(f"--set {item.strip()!r}: {section}.{key}:"
+                                      + str(e).split(f"{section}.{key}:", 1)[1]) from None
+            raise
 
     # -- convenience -------------------------------------------------------------------------
 
@@ -198,6 +207,7 @@ def resolved_paths(cfg: "RunConfig") -> "RunConfig":
     out.data.path = find_file(cfg.data.path, cfg.source_path)
     if cfg.data.eval_path:
         out.data.eval_path = find_file(cfg.data.eval_path, cfg.source_path)
+    out.train.output_dir = str(Path(cfg.train.output_dir).expanduser().resolve())
     src = cfg.model.source
     if not src.startswith("bundled:") and (src.startswith((".", "~", "/")) or Path(src).exists()):
         out.model.source = find_file(src, cfg.source_path)
@@ -224,11 +234,18 @@ def _build_section(section_cls: type, values: dict, where: str):
     return section_cls(**kwargs)
 
 
-def _keep_common(variant: dict) -> dict:
+def _keep_customised(variant: dict) -> dict:
+    """When the variant changes: keep the common options (r, alpha, dropout, target_modules) that
+    differ from the old variant's defaults; the rest take the new variant's defaults (so switching
+    default.toml's LoRA to VeRA gives VeRA's r = 256, not LoRA's 16)."""
+    from .variants import REGISTRY
     from .variants.base import CommonOptions
 
     common = {f.name for f in dataclasses.fields(CommonOptions)}
-    return {k: v for k, v in variant.items() if k == "name" or k in common}
+    old = REGISTRY.get(variant.get("name"))
+    defaults = dataclasses.asdict(old.options_cls()) if old else {}
+    return {k: v for k, v in variant.items()
+            if k == "name" or (k in common and (k not in defaults or defaults[k] != v))}
 
 
 def resolve_variant(values: dict, where: str = "config") -> dict:

@@ -93,13 +93,13 @@ def read_rows(path: str) -> "datasets.Dataset":
     p = Path(path)
     name = p.name
     ext = p.suffix.lower()
-    if ext not in _LOADERS:
-        raise DataError(f"{name}: unsupported file type '{ext or '(none)'}' "
-                        f"(expected one of {', '.join(_LOADERS)})")
     if not p.exists():
         raise DataError(f"{path}: no such file")
     if p.is_dir():
-        raise DataError(f"{path}: is a folder, expected a data file")
+        raise DataError(f"{path}: is a folder, expected a data file ({', '.join(_LOADERS)})")
+    if ext not in _LOADERS:
+        raise DataError(f"{name}: unsupported file type '{ext or '(none)'}' "
+                        f"(expected one of {', '.join(_LOADERS)})")
     try:
         raw = p.read_bytes()
     except OSError as e:

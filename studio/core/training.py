@@ -288,6 +288,11 @@ class Session:
 
         total = planned_steps(len(data.train), cfg.train.batch_size, cfg.train.grad_accum, cfg.train.epochs,
                               cfg.train.max_steps)
+        if self.resume_dir is not None:
+            done = last_checkpoint(self.resume_dir)
+            if done is not None and int(done.name.split("-")[-1]) >= total:
+                raise ConfigError(f"{self.resume_dir}: already completed ({done.name} of {total} steps); "
+                                  "nothing to resume (raise train.max_steps or epochs in a new run)")
         saved_state = self._saved_state()
         ctx = BuildContext(task=cfg.model.task, total_steps=total, learning_rate=cfg.train.learning_rate,
                            weight_decay=cfg.train.weight_decay, seed=cfg.train.seed, device=device,
@@ -455,6 +460,7 @@ def _build_event_callback_class():
                 self._last_time = time.perf_counter()  # a pause is not slow training
             if s.control.stop_requested:
                 control.should_training_stop = True
+                control.should_save = True  # a checkpoint, so that --resume continues from here
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             s = self.session
@@ -470,6 +476,7 @@ def _build_event_callback_class():
                         total_steps=state.max_steps)
                 if s.control.stop_requested:  # asked while this step was being reported
                     control.should_training_stop = True
+                    control.should_save = True
             elif any(k.startswith("eval_") for k in logs):
                 s._emit("eval", **{k: v for k, v in logs.items() if k.startswith("eval_") or k == "epoch"})
 

@@ -187,6 +187,73 @@ def test_stop_between_steps_still_saves_adapter(tiny_llama, tmp_path, recorder):
     steps = [e["step"] for e in recorder.of("step")]
     assert steps == [1, 2]
     assert (result.adapter_path / "adapter_model.safetensors").is_file()
+    # a checkpoint at the stop, so that --resume continues from step 2
+    assert [e["path"].rsplit("-", 1)[-1] for e in recorder.of("checkpoint")] == ["2"]
+    assert (result.run_dir / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()
+
+
+def test_resume_argument_mistakes(tiny_llama, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", DEFAULT, "--resume", tmp_path)
+    assert code == 2
+    assert_one_line_error(err, "either a CONFIG.toml or --resume")
+    code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "gone")
+    assert code == 2
+    assert_one_line_error(err, "gone: no such run folder")
+
+
+def test_resume_of_a_finished_run_does_not_train_past_its_end(tiny_llama, tmp_path, capsys):
+    code, out, err = run_cli(capsys, *tiny_args(tiny_llama, tmp_path, "--set", "train.save_every=2"))
+    assert code == 0, err
+    run_dir = Path(out.strip().splitlines()[-1])
+    before = (run_dir / "events.jsonl").read_text()
+    code, _, err = run_cli(capsys, "train", "--resume", run_dir)
+    assert code == 2
+    assert_one_line_error(err, "already completed")
+    assert (run_dir / "events.jsonl").read_text() == before
+
+
+def test_set_errors_name_the_override_not_the_file(capsys):
+    code, _, err = run_cli(capsys, "train", DEFAULT, "--set", "train.batch_size=abc")
+    assert code == 2
+    assert_one_line_error(err, "--set 'train.batch_size=abc'", "expected an integer")
+    code, _, err = run_cli(capsys, "train", DEFAULT, "--set", "variant.r=0")
+    assert_one_line_error(err, "--set 'variant.r=0'", "variant.r")
+
+
+def test_switching_variant_takes_the_new_variants_defaults():
+    from studio.core.config import RunConfig
+
+    cfg = RunConfig.from_toml(DEFAULT)
+    assert cfg.with_overrides(["variant.name=vera"]).variant["r"] == 256
+    assert cfg.with_overrides(["variant.r=8", "variant.name=vera"]).variant["r"] == 8
+    plus = cfg.with_overrides(["variant.name=lora-plus", "variant.lr_ratio=20"]).variant
+    assert plus["lr_ratio"] == 20.0 and plus["r"] == 16
+
+
+def test_ctrl_c_stops_saves_and_exits_130(tiny_llama, tmp_path):
+    """One SIGINT to the real process: it stops between steps, keeps adapter and checkpoint."""
+    import signal
+
+    exe = Path(sys.executable).with_name("lora-studio")
+    args = tiny_args(tiny_llama, tmp_path / "runs", "--set", "train.max_steps=500", "--json")
+    proc = subprocess.Popen([str(exe), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        for line in proc.stdout:  # --json: one event per line; interrupt once training is under way
+            if json.loads(line)["type"] == "step":
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    events = [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
+    finished = events[-1]
+    assert finished["type"] == "run_finished" and finished["status"] == "stopped"
+    run_dir = Path(rest.strip().splitlines()[-1])
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert list((run_dir / "checkpoints").glob("checkpoint-*"))
+    assert "Traceback" not in err
 
 
 def test_console_script_from_outside(tiny_llama, tmp_path):
