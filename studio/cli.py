@@ -125,6 +125,10 @@ def cmd_train(args) -> int:
         else:
             _err("train: expected a CONFIG.toml or --resume RUN_FOLDER")
             return 2
+        if args.set and args.resume:
+            _err("train: --set cannot change a run being resumed (it continues with the config.toml "
+                 "in its folder); start a new run instead")
+            return 2
         if args.set:
             config = config.with_overrides(args.set)
     except StudioError as e:
@@ -152,7 +156,8 @@ def cmd_train(args) -> int:
     if result.error:
         _err(result.error)
     if result.run_dir is not None:
-        print(result.run_dir)
+        # with --json stdout is events only (run_started carries run_dir); the folder goes to stderr
+        print(result.run_dir, file=sys.stderr if args.json else sys.stdout)
     if interrupts["n"] and result.status == "stopped":
         return 130  # stopped by Ctrl-C: the adapter and a checkpoint are saved, but the run is not done
     return result.exit_code

@@ -57,7 +57,7 @@ class TrainSection:
     weight_decay: float = option(0.0, "AdamW weight decay", min=0.0, max=1.0)
     max_grad_norm: float = option(1.0, "Gradient clipping (0 = off)", min=0.0)
     gradient_checkpointing: bool = option(False, "Trade compute for memory on long sequences")
-    save_every: int = option(50, "Checkpoint every N optimizer steps (0 = only at the end)", min=0)
+    save_every: int = option(50, "Checkpoint every N optimizer steps (0 = none; a stop still saves one)", min=0)
     eval_every: int = option(50, "Evaluate every N optimizer steps (0 = never)", min=0)
     seed: int = option(0, "Random seed for init, shuffling and dropout", min=0)
     device: str = option("auto", "Where to train", choices=("auto", "cpu", "cuda", "mps"))
@@ -100,6 +100,9 @@ class RunConfig:
             raise ConfigError(f"{where}: [variant] must be a table of keys")
         cfg.variant = {"name": "lora", **variant}
         cfg.variant = resolve_variant(cfg.variant, where)
+        if cfg.train.max_steps == 0 and cfg.train.epochs <= 0:
+            raise ConfigError(f"{where}: train.epochs: expected a number > 0 when train.max_steps is 0, "
+                              f"got {cfg.train.epochs}")
         return cfg
 
     @classmethod
@@ -152,7 +155,7 @@ class RunConfig:
                 raise ConfigError(f"--set {item!r}: unknown section '{section}' "
                                   "(expected model, data, variant, train or telemetry)")
             parsed.append((section, key, _parse_value(text.strip())))
-        if any(s == "variant" and k == "name" for s, k, _ in parsed):
+        if any(s == "variant" and k == "name" and v != raw["variant"].get("name") for s, k, v in parsed):
             # a new variant: keep the options the person changed, take the new variant's defaults
             raw["variant"] = _keep_customised(raw["variant"])
         for (section, key, value), item in zip(parsed, assignments):

@@ -137,6 +137,7 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device, precision: str, ha
         # non-reentrant: with frozen embeddings the reentrant variant sees no input needing grad
         activation_checkpointing_kwargs={"use_reentrant": False} if cfg.train.gradient_checkpointing else None,
         logging_strategy="steps", logging_steps=1,
+        logging_nan_inf_filter=False,  # a NaN must reach our callback, not be logged as 0
         eval_strategy="steps" if (cfg.train.eval_every > 0 and has_eval) else "no",
         eval_steps=cfg.train.eval_every or None,
         save_strategy="steps" if cfg.train.save_every > 0 else "no",
@@ -165,9 +166,26 @@ def new_run_dir(output_dir: str, variant: str) -> Path:
     raise TrainingError(f"train.output_dir: could not create a new run folder in {base}")
 
 
+CHECKPOINT_DONE = "studio_complete"  # written last in a checkpoint: a crash mid-save leaves none
+
+
 def last_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    """The newest checkpoint that was written completely (Trainer state and our variant state)."""
+    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+             and (p / CHECKPOINT_DONE).is_file()]
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+
+
+def finished_status(run_dir: Path) -> str | None:
+    """The status of the last run_finished event in a run folder's log, if any."""
+    path = run_dir / "events.jsonl"
+    status = None
+    if path.is_file():
+        for event in read_events(path):
+            if event.get("type") == "run_finished":
+                status = event.get("status")
+    return status
 
 
 def adapted_layers(model) -> list[str]:
@@ -186,7 +204,7 @@ class Session:
 
     def __init__(self, config: RunConfig, *, resume_dir: str | Path | None = None,
                  control: RunControl | None = None):
-        self.config = resolved_paths(config)
+        self.config = config
         self.resume_dir = Path(resume_dir) if resume_dir else None
         self.control = control or RunControl()
         self.run_dir: Path | None = None
@@ -194,6 +212,7 @@ class Session:
         self.tokenizer = None
         self._log: EventLog | None = None
         self._step = 0
+        self._metrics: dict = {}
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -204,6 +223,7 @@ class Session:
         self._pending: list[dict] = []
         status, error, exit_code, adapter = "failed", None, 1, None
         try:
+            self.config = resolved_paths(self.config)
             status, adapter = self._train()
             exit_code = 0
         except _StoppedBeforeStart:
@@ -215,13 +235,20 @@ class Session:
         except Exception as e:  # a bug or a library failure: one line for people, the trace in the folder
             error = _one_line(e)
             if self.run_dir is not None:
-                (self.run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-                error += f" (details in {self.run_dir / 'error.log'})"
+                try:
+                    (self.run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+                    error += f" (details in {self.run_dir / 'error.log'})"
+                except OSError:  # the disk that failed the run may fail this too
+                    pass
         finally:
-            self._emit("run_finished", status=status, error=error,
-                       adapter_path=str(adapter) if adapter else None)
-            if self._log is not None:
-                self._log.close()
+            try:
+                self._emit("run_finished", status=status, error=error,
+                           adapter_path=str(adapter) if adapter else None)
+            except Exception:  # a full disk or a broken sink must not turn into a traceback
+                pass
+            finally:
+                if self._log is not None:
+                    self._log.close()
         return RunResult(self.run_dir, status, adapter, error, exit_code)
 
     def _open_run_folder(self) -> None:
@@ -243,6 +270,10 @@ class Session:
 
     def _emit(self, type: str, **payload) -> None:
         event = make_event(type, self._step, **payload)
+        if type == "step" and payload.get("loss") is not None:
+            self._metrics["loss"] = payload["loss"]
+        elif type == "eval":
+            self._metrics.update(payload)
         if self._log is not None:
             self._log(event)
             return
@@ -264,8 +295,12 @@ class Session:
         from .models import load_model, load_tokenizer, resolve_source
 
         cfg = self.config
-        if self.resume_dir is not None and not (self.resume_dir / "config.toml").is_file():
-            raise ConfigError(f"{self.resume_dir}: not a run folder (no config.toml)")
+        if self.resume_dir is not None:
+            if not (self.resume_dir / "config.toml").is_file():
+                raise ConfigError(f"{self.resume_dir}: not a run folder (no config.toml)")
+            if finished_status(self.resume_dir) == "completed":
+                raise ConfigError(f"{self.resume_dir}: this run already completed; nothing to resume "
+                                  "(start a new run with more steps)")
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
         datasets.disable_progress_bars()
@@ -282,7 +317,9 @@ class Session:
             # saved with the adapter, so generation formats prompts the way training did
             self.tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
         self._progress("loading the base model")
-        base = load_model(resolved, cfg.model.task, label_names=data.label_names,
+        # fp32 master weights: bf16/fp16 training is autocast on top (and Delta-LoRA's small
+        # per-step updates of W would round away in a bf16 weight)
+        base = load_model(resolved, cfg.model.task, label_names=data.label_names, dtype=torch.float32,
                           trust_remote_code=cfg.model.trust_remote_code, pad_token_id=self.tokenizer.pad_token_id)
         base.to(device)
 
@@ -324,7 +361,8 @@ class Session:
 
         args = training_arguments(cfg, self.run_dir, device, precision, has_eval=data.eval is not None)
         optimizer = variant.make_optimizer(model, opts, ctx)
-        callbacks = [_event_callback(self, variant, opts)] + list(variant.callbacks(model, opts, ctx))
+        event_callback = _event_callback(self, variant, opts)
+        callbacks = [event_callback] + list(variant.callbacks(model, opts, ctx))
         trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                           data_collator=data.collator, callbacks=callbacks,
                           optimizers=(optimizer, None),
@@ -337,15 +375,22 @@ class Session:
 
         if self.control.stop_requested:
             return "stopped", self._save_adapter(model, variant, opts, resolved)
+        if checkpoint is not None:
+            # The weights are already in place (_restore_checkpoint, through the variant, which
+            # knows its own layout: AdaLoRA's saved adapter is pruned, Delta-LoRA's W moved). The
+            # Trainer still restores optimizer, scheduler, RNG and data position from the folder.
+            trainer._load_from_checkpoint = lambda *args, **kwargs: None
         try:
-            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         except torch.cuda.OutOfMemoryError:
             raise TrainingError("out of GPU memory: lower train.batch_size or data.max_seq_len, "
                                 "or set train.gradient_checkpointing = true") from None
         self._step = trainer.state.global_step
-        status = "stopped" if self.control.stop_requested else "completed"
-        if not math.isfinite(output.training_loss if output.training_loss is not None else 0.0):
-            raise TrainingError("the loss became NaN or infinite: lower train.learning_rate")
+        if event_callback.diverged_at is not None:
+            raise TrainingError(f"the loss became NaN or infinite at step {event_callback.diverged_at}: "
+                                "lower train.learning_rate (no adapter was saved)")
+        finished = trainer.state.global_step >= trainer.state.max_steps
+        status = "completed" if finished or not self.control.stop_requested else "stopped"
         return status, self._save_adapter(model, variant, opts, resolved)
 
     # -- pieces ------------------------------------------------------------------------------
@@ -361,12 +406,9 @@ class Session:
     def _restore_checkpoint(self, model, variant, opts, checkpoint: Path, ctx) -> None:
         """Put the checkpoint's adapter weights and the variant's extra state into the model
         before the Trainer loads optimizer, scheduler and data position from the same folder."""
-        from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        weights = checkpoint / "adapter_model.safetensors"
-        if weights.is_file():
-            set_peft_model_state_dict(model, load_file(str(weights)))
+        variant.load_checkpoint_weights(model, opts, checkpoint)
         tensors_path = checkpoint / STATE_TENSORS
         tensors = load_file(str(tensors_path)) if tensors_path.is_file() else {}
         variant.restore_state(model, opts, tensors, ctx)
@@ -398,15 +440,7 @@ class Session:
         return final
 
     def _final_metrics(self) -> dict:
-        out = {}
-        path = self.run_dir / "events.jsonl"
-        if path.is_file():
-            for ev in read_events(path):
-                if ev.get("type") == "step" and ev.get("loss") is not None:
-                    out["loss"] = ev["loss"]
-                elif ev.get("type") == "eval":
-                    out.update({k: v for k, v in ev.items() if k not in ("type", "step", "time")})
-        return out
+        return dict(self._metrics)
 
 
 class _StoppedBeforeStart(StudioError):
@@ -416,6 +450,10 @@ class _StoppedBeforeStart(StudioError):
 
     def __init__(self):
         super().__init__("stopped before training started")
+
+
+def _finite(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and math.isfinite(value))
 
 
 def _one_line(e: BaseException) -> str:
@@ -443,6 +481,7 @@ def _build_event_callback_class():
             self.opts = opts
             self._last_time = None
             self._last_tokens = 0
+            self.diverged_at = None   # the step whose loss or gradient was NaN/inf
 
         def on_train_begin(self, args, state, control, **kwargs):
             self._last_time = time.perf_counter()
@@ -457,7 +496,7 @@ def _build_event_callback_class():
                     s.control.wait_while_paused()
                 if not s.control.stop_requested:
                     s._emit("resumed")
-                self._last_time = time.perf_counter()  # a pause is not slow training
+                self._restart_clock()  # a pause is not slow training
             if s.control.stop_requested:
                 control.should_training_stop = True
                 control.should_save = True  # a checkpoint, so that --resume continues from here
@@ -466,6 +505,10 @@ def _build_event_callback_class():
             s = self.session
             logs = dict(logs or {})
             if "loss" in logs:
+                if not all(_finite(logs.get(k)) for k in ("loss", "grad_norm")):
+                    self.diverged_at = state.global_step
+                    control.should_training_stop = True
+                    control.should_save = False  # keep the last good checkpoint the newest
                 now = time.perf_counter()
                 tokens = state.num_input_tokens_seen
                 dt = now - (self._last_time or now)
@@ -480,21 +523,23 @@ def _build_event_callback_class():
             elif any(k.startswith("eval_") for k in logs):
                 s._emit("eval", **{k: v for k, v in logs.items() if k.startswith("eval_") or k == "epoch"})
 
+        def _restart_clock(self):
+            self._last_time = time.perf_counter()
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            self._restart_clock()  # evaluation time is not training throughput
+
         def on_save(self, args, state, control, **kwargs):
             s = self.session
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if path.is_dir():
                 s.save_checkpoint_state(path, self.variant, self.opts)
+                (path / CHECKPOINT_DONE).write_text("", encoding="utf-8")
                 s._emit("checkpoint", path=str(path))
+            self._restart_clock()
 
     return EventCallback
 
 
 def _event_callback(session, variant, opts):
-    global _EVENT_CALLBACK_CLS
-    if _EVENT_CALLBACK_CLS is None:
-        _EVENT_CALLBACK_CLS = _build_event_callback_class()
-    return _EVENT_CALLBACK_CLS(session, variant, opts)
-
-
-_EVENT_CALLBACK_CLS = None
+    return _build_event_callback_class()(session, variant, opts)

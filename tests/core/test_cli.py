@@ -150,6 +150,9 @@ def test_train_tiny_run_and_resume(tiny_llama, tmp_path, capsys):
 
     shutil.rmtree(run_dir / "checkpoints" / "checkpoint-4")
     shutil.rmtree(run_dir / "adapter")
+    from test_session import truncate_log_after_checkpoint
+
+    truncate_log_after_checkpoint(run_dir, 2)
     code, out, err = run_cli(capsys, "train", "--resume", run_dir)
     assert code == 0, err
     assert Path(out.strip().splitlines()[-1]) == run_dir
@@ -250,7 +253,7 @@ def test_ctrl_c_stops_saves_and_exits_130(tiny_llama, tmp_path):
     events = [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
     finished = events[-1]
     assert finished["type"] == "run_finished" and finished["status"] == "stopped"
-    run_dir = Path(rest.strip().splitlines()[-1])
+    run_dir = Path(err.strip().splitlines()[-1])  # with --json the folder is printed on stderr
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert list((run_dir / "checkpoints").glob("checkpoint-*"))
     assert "Traceback" not in err

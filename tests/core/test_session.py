@@ -3,6 +3,7 @@ folder for variants that keep state outside the adapter (Delta-LoRA's moved W, L
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 
@@ -65,6 +66,18 @@ def test_pause_holds_between_steps_and_resume_continues(tiny_llama, tmp_path):
     assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3, 4, 5, 6]
 
 
+def truncate_log_after_checkpoint(run_dir, step: int) -> None:
+    """Make a run folder's events.jsonl end where a run that died after checkpoint-<step> ends."""
+    lines = (run_dir / "events.jsonl").read_text().splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        keep.append(line)
+        event = json.loads(line)
+        if event["type"] == "checkpoint" and event["step"] == step:
+            break
+    (run_dir / "events.jsonl").write_text("".join(keep))
+
+
 def _resume_matches_uninterrupted(tiny_llama, tmp_path, variant: dict):
     cfg = _config(tiny_llama, tmp_path / "full", variant, save_every=3)
     full = Session(cfg).run()
@@ -76,12 +89,14 @@ def _resume_matches_uninterrupted(tiny_llama, tmp_path, variant: dict):
     shutil.copytree(full.run_dir, broken)
     shutil.rmtree(broken / "checkpoints" / "checkpoint-6")
     shutil.rmtree(broken / "adapter")
+    truncate_log_after_checkpoint(broken, 3)
     resumed_session = Session(RunConfig.from_toml(broken / "config.toml"), resume_dir=broken)
     resumed = resumed_session.run()
     assert resumed.status == "completed", resumed.error
     got = load_file(str(resumed.adapter_path / "adapter_model.safetensors"))
     assert got.keys() == expected.keys()
-    worst = max((got[k] - expected[k]).abs().max().item() for k in got)
+    assert all(got[k].shape == expected[k].shape for k in got)  # AdaLoRA: same pruned ranks
+    worst = max((got[k] - expected[k]).abs().max().item() for k in got if got[k].numel())
     assert worst <= 1e-5, worst
     events = list(read_events(broken / "events.jsonl"))
     assert [e["step"] for e in events if e["type"] == "step"][-3:] == [4, 5, 6]
@@ -107,3 +122,32 @@ def test_lora_drop_resume_keeps_the_same_ties(tiny_llama, tmp_path):
     kept_full = json.loads((full.adapter_path / "lora_drop.json").read_text())["kept"]
     kept_resumed = json.loads((session.run_dir / "adapter" / "lora_drop.json").read_text())["kept"]
     assert kept_full == kept_resumed
+
+
+def test_adalora_resume_keeps_its_rank_allocation(tiny_llama, tmp_path):
+    """Resumed after the budget has started shrinking: full tensors, allocator state and the
+    rank pattern come back, and the result matches the uninterrupted run."""
+    _resume_matches_uninterrupted(
+        tiny_llama, tmp_path, {"name": "adalora", "init_r": 6, "target_r": 2, "tinit": 1, "tfinal": 2})
+
+
+def test_a_nan_loss_fails_the_run_and_saves_no_adapter(tiny_llama, tmp_path, monkeypatch, recorder):
+    """A diverged run must not report 'completed' or ship NaN weights as its adapter."""
+    from transformers import TrainerCallback
+
+    from studio.core.variants import get_variant
+
+    class Poison(TrainerCallback):  # what a far too high learning rate does, made certain
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 2:
+                for name, param in model.named_parameters():
+                    if "lora_B" in name:
+                        param.data.fill_(float("nan"))
+
+    monkeypatch.setattr(get_variant("lora"), "callbacks", lambda model, opts, ctx: [Poison()])
+    result = Session(_config(tiny_llama, tmp_path, {"name": "lora", "r": 4}, save_every=2)).run(sink=recorder)
+    assert result.status == "failed" and result.exit_code == 1
+    assert "NaN or infinite at step 4" in result.error  # poisoned after step 3
+    assert result.adapter_path is None and not (result.run_dir / "adapter").exists()
+    # the last checkpoint is the good one from step 2
+    assert [e["step"] for e in recorder.of("checkpoint")] == [2]

@@ -47,6 +47,8 @@ class EventLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
+        if self._file.tell() > 0 and not self.path.read_bytes().endswith(b"\n"):
+            self._file.write("\n")  # a line torn by a crash stays alone; read_events skips it
         self._forward = forward
 
     def __call__(self, event: dict) -> None:
@@ -56,9 +58,9 @@ class EventLog:
             self._forward(event)
 
     def write(self, event: dict) -> None:
-        """Write without passing on (for events the sink has already seen)."""
+        """Write an already plain event without passing it on (the sink has seen it)."""
         if not self._file.closed:
-            self._file.write(json.dumps(plain(event), ensure_ascii=False) + "\n")
+            self._file.write(json.dumps(event, ensure_ascii=False) + "\n")
             self._file.flush()
 
     def close(self) -> None:

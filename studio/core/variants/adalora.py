@@ -59,6 +59,44 @@ class AdaLora(Variant):
     def callbacks(self, model, opts, ctx):
         return [make_allocation_callback()]
 
+    # Resume. The adapter a checkpoint holds is pruned to the rank pattern (peft resizes it on
+    # save), while training keeps full init_r tensors and masks them; and the rank allocator's
+    # running sensitivity averages live only in memory. So a checkpoint also keeps the full
+    # tensors, the allocator state and the rank pattern, and a resume restores exactly those.
+
+    def checkpoint_state(self, model, opts) -> dict:
+        import torch
+
+        inner = getattr(model, "module", model)
+        out = {f"param::{k}": v for k, v in inner.state_dict().items() if ".lora_" in k}
+        allocator = inner.base_model.rankallocator
+        for kind in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+            for name, value in getattr(allocator, kind).items():
+                out[f"{kind}::{name}"] = value
+        pattern = inner.peft_config["default"].rank_pattern or {}
+        for name, mask in pattern.items():
+            out[f"rank_pattern::{name}"] = torch.tensor([bool(m) for m in mask], dtype=torch.uint8)
+        return out
+
+    def load_checkpoint_weights(self, model, opts, checkpoint) -> None:
+        pass  # the pruned adapter file is not loadable into the full tensors: restore_state does it
+
+    def restore_state(self, model, opts, tensors, ctx) -> None:
+        inner = getattr(model, "module", model)
+        params = {k.split("::", 1)[1]: v for k, v in tensors.items() if k.startswith("param::")}
+        if params:
+            missing = set(params) - set(inner.state_dict())
+            if missing:
+                raise ValueError(f"AdaLoRA checkpoint does not match the model ({sorted(missing)[0]} ...)")
+            inner.load_state_dict(params, strict=False)
+        allocator = inner.base_model.rankallocator
+        for kind in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
+            setattr(allocator, kind, {k.split("::", 1)[1]: v for k, v in tensors.items()
+                                      if k.startswith(f"{kind}::")})
+        pattern = {k.split("::", 1)[1]: [bool(x) for x in v.tolist()] for k, v in tensors.items()
+                   if k.startswith("rank_pattern::")}
+        inner.peft_config["default"].rank_pattern = pattern or None
+
 
 def make_allocation_callback():
     from transformers import TrainerCallback

@@ -9,6 +9,7 @@ Hooks, in the order a run calls them:
     make_optimizer(model, opts, ctx) -> a torch optimizer, or None for the Trainer's AdamW
     callbacks(model, opts, ctx)    -> extra transformers TrainerCallbacks
     checkpoint_state(model, opts)  -> tensors saved beside each Trainer checkpoint (resume)
+    load_checkpoint_weights(model, opts, checkpoint) -> the adapter weights of a checkpoint (resume)
     restore_state(model, opts, tensors, ctx) -> put that state back when a run resumes
     export_adapter(model, opts, out_dir) -> write a stock-PEFT-loadable adapter into out_dir
 torch, transformers and peft are imported inside the hooks, never at module import.
@@ -82,6 +83,15 @@ class Variant:
 
     def restore_state(self, model, opts, tensors: dict, ctx: BuildContext) -> None:
         pass
+
+    def load_checkpoint_weights(self, model, opts, checkpoint) -> None:
+        """Put a Trainer checkpoint's adapter weights into a freshly built model (resume)."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        weights = checkpoint / "adapter_model.safetensors"
+        if weights.is_file():
+            set_peft_model_state_dict(model, load_file(str(weights)))
 
     def export_adapter(self, model, opts, out_dir) -> None:
         model.save_pretrained(str(out_dir))

@@ -34,7 +34,7 @@ class LoraFA(Variant):
         from peft.optimizers import create_lorafa_optimizer
 
         return create_lorafa_optimizer(model=model, r=opts.r, lora_alpha=opts.alpha, lr=ctx.learning_rate,
-                                       weight_decay=ctx.weight_decay, use_rslora=opts.use_rslora)
+                                       weight_decay=ctx.weight_decay)  # rsLoRA is read from the LoraConfig
 
 
 def freeze_lora_a(model) -> None:
