@@ -120,7 +120,16 @@ class DeltaLoraTracker:
             for name, layer in self.layers.items():
                 a0, b0 = self._before[name]
                 a1, b1 = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
-                self._add_to_base(layer, _product(layer, a1, b1) - _product(layer, a0, b0))
+                # B1A1 - B0A0 = [B1, -B0][A1; A0]: one fused rank-2r GEMM into W, no d_out x d_in
+                # temporaries (this runs every optimizer step on every adapted layer)
+                weight = layer.get_base_layer().weight
+                left = torch.cat([b1, -b0], dim=1).to(weight.dtype)
+                right = torch.cat([a1, a0], dim=0).to(weight.dtype)
+                alpha = self.update_ratio * layer.scaling[ADAPTER]
+                if getattr(layer, "fan_in_fan_out", False):
+                    weight.data.addmm_(right.T, left.T, alpha=alpha)
+                else:
+                    weight.data.addmm_(left, right, alpha=alpha)
         self._before = {}
 
     def _add_to_base(self, layer, delta) -> None:
