@@ -21,7 +21,8 @@ from pathlib import Path
 
 
 def _err(message: str) -> None:
-    print(f"lora-studio: error: {message}", file=sys.stderr)
+    clear = "\r\033[K" if sys.stderr.isatty() else ""  # over a progress status line, if any
+    print(f"{clear}lora-studio: error: {message}", file=sys.stderr)
 
 
 class ProgressSink:
@@ -44,8 +45,11 @@ class ProgressSink:
             return
         kind = event.get("type")
         if kind == "progress":
-            # held back until the run starts: bad input then prints its one error line alone
-            self.pending.append(event.get("message", ""))
+            if self.tty:  # a status line that the next output overwrites (a GGUF conversion takes a while)
+                self.stream.write(f"\r\033[K{event.get('message', '')}")
+                self.stream.flush()
+            else:  # held back until the run starts: bad input then prints its one error line alone
+                self.pending.append(event.get("message", ""))
         elif kind == "run_started":
             for message in self.pending:
                 self._line(message)

@@ -59,6 +59,10 @@ def atomic_dir(final: Path):
     tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
+        for f in tmp.rglob("*"):  # on disk before the rename makes them visible
+            if f.is_file():
+                with open(f, "rb") as handle:
+                    os.fsync(handle.fileno())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
