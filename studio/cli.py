@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from studio.core.telemetry.monitor import RELATIVE_UPDATE
+
 
 def _err(message: str) -> None:
     clear = "\r\033[K" if sys.stderr.isatty() else ""  # over a progress status line, if any
@@ -38,6 +40,9 @@ class ProgressSink:
         self.last_print = 0.0
         self.loss = None
         self.pending: list[str] = []
+        self.spectra: dict | None = None       # the latest telemetry, summarised when the run ends
+        self.relative: dict | None = None
+        self.ranks: dict | None = None
 
     def __call__(self, event: dict) -> None:
         if self.json_lines:
@@ -72,7 +77,15 @@ class ProgressSink:
             self._line(f"checkpoint: {event['path']}")
         elif kind in ("paused", "resumed"):
             self._line(f"{kind} at step {event['step']}")
+        elif kind == "spectra":
+            self.spectra = event
+        elif kind == "importance" and event.get("method") == RELATIVE_UPDATE:
+            self.relative = event
+        elif kind == "ranks" and "budget" in event:
+            self.ranks = event
         elif kind == "run_finished" and event.get("status") != "failed":
+            for line in telemetry_summary(self.spectra, self.relative, self.ranks, event):
+                self._line(line)
             self._line(f"run {event['status']} at step {event['step']}")
 
     def _bar(self, step: int) -> None:
@@ -95,6 +108,34 @@ class ProgressSink:
             self.stream.write("\r\033[K")
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+def telemetry_summary(spectra: dict | None, relative: dict | None, ranks: dict | None,
+                      finished: dict) -> list[str]:
+    """A few lines on what the adapters did, from the last telemetry events of a run."""
+    import statistics
+
+    lines = []
+    layers = (spectra or {}).get("layers") or {}
+    measured = {name: v for name, v in layers.items() if v.get("k90")}
+    if measured:
+        k90 = sorted(v["k90"] for v in measured.values())
+        widest = max(measured, key=lambda n: (measured[n]["k90"], measured[n].get("stable_rank") or 0))
+        width = max(len(v["sv"]) for v in measured.values())
+        stable = statistics.median(v["stable_rank"] for v in measured.values())
+        lines.append(f"update spectra at step {spectra['step']} ({len(layers)} layers): rank holding 90% of "
+                     f"‖ΔW‖² median {statistics.median(k90):g}, at most {k90[-1]} ({widest}), of {width}; "
+                     f"median stable rank {stable:.2f}")
+    if relative and relative.get("layers"):
+        top = max(relative["layers"], key=relative["layers"].get)
+        lines.append(f"largest relative update ‖ΔW‖/‖W0‖: {relative['layers'][top]:.2e} in {top}")
+    if ranks:
+        lines.append(f"AdaLoRA rank budget: {ranks['budget']} (target {ranks.get('target_budget', '?')})")
+    train_s, tele_s = finished.get("train_s"), finished.get("telemetry_s")
+    if train_s and tele_s is not None:
+        lines.append(f"telemetry: {tele_s:.2f} s during training ({100 * tele_s / train_s:.2f}% of "
+                     f"{train_s:.1f} s), {finished.get('final_telemetry_s') or 0:.2f} s at the end")
+    return lines
 
 
 def _hms(seconds: float) -> str:

@@ -29,6 +29,8 @@ from .config import RunConfig, resolved_paths
 from .errors import ConfigError, StudioError, TrainingError
 from .paths import atomic_dir, write_text_atomic
 from .telemetry.events import EventLog, Sink, make_event, plain, read_events
+from .telemetry.monitor import Telemetry
+from .telemetry.monitor import make_callback as make_telemetry_callback
 from .variants import BuildContext, get_variant
 
 STATE_JSON = "studio_state.json"          # variant state (JSON) kept in the run folder and checkpoints
@@ -213,6 +215,8 @@ class Session:
         self._log: EventLog | None = None
         self._step = 0
         self._metrics: dict = {}
+        self._timing: dict = {}   # train_s, telemetry_s (during training), final_telemetry_s
+        self.telemetry = None
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -243,7 +247,7 @@ class Session:
         finally:
             try:
                 self._emit("run_finished", status=status, error=error,
-                           adapter_path=str(adapter) if adapter else None)
+                           adapter_path=str(adapter) if adapter else None, **self._timing)
             except Exception:  # a full disk or a broken sink must not turn into a traceback
                 pass
             finally:
@@ -362,7 +366,11 @@ class Session:
         args = training_arguments(cfg, self.run_dir, device, precision, has_eval=data.eval is not None)
         optimizer = variant.make_optimizer(model, opts, ctx)
         event_callback = _event_callback(self, variant, opts)
-        callbacks = [event_callback] + list(variant.callbacks(model, opts, ctx))
+        self.telemetry = Telemetry(model, variant, opts, emit=lambda ev: self._emit(ev.pop("type"), **ev),
+                                   every=cfg.telemetry.every, dense_every=cfg.telemetry.dense_every)
+        # telemetry last: it sees each step after the variant's own callbacks (AdaLoRA's allocation)
+        callbacks = ([event_callback] + list(variant.callbacks(model, opts, ctx))
+                     + [make_telemetry_callback(self.telemetry)])
         trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                           data_collator=data.collator, callbacks=callbacks,
                           optimizers=(optimizer, None),
@@ -380,15 +388,20 @@ class Session:
             # knows its own layout: AdaLoRA's saved adapter is pruned, Delta-LoRA's W moved). The
             # Trainer still restores optimizer, scheduler, RNG and data position from the folder.
             trainer._load_from_checkpoint = lambda *args, **kwargs: None
+        started = time.perf_counter()
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         except torch.cuda.OutOfMemoryError:
             raise TrainingError("out of GPU memory: lower train.batch_size or data.max_seq_len, "
                                 "or set train.gradient_checkpointing = true") from None
+        self._timing = {"train_s": time.perf_counter() - started, "telemetry_s": self.telemetry.spent}
         self._step = trainer.state.global_step
         if event_callback.diverged_at is not None:
             raise TrainingError(f"the loss became NaN or infinite at step {event_callback.diverged_at}: "
                                 "lower train.learning_rate (no adapter was saved)")
+        spent = self.telemetry.spent
+        self.telemetry.finish(self._step)   # the last word on the adapter being saved
+        self._timing["final_telemetry_s"] = self.telemetry.spent - spent
         finished = trainer.state.global_step >= trainer.state.max_steps
         status = "completed" if finished or not self.control.stop_requested else "stopped"
         return status, self._save_adapter(model, variant, opts, resolved)

@@ -59,6 +59,16 @@ class AdaLora(Variant):
     def callbacks(self, model, opts, ctx):
         return [make_allocation_callback()]
 
+    def telemetry_events(self, model, opts) -> list[dict]:
+        inner = getattr(model, "module", model)
+        ranks = live_ranks(inner)
+        events = [{"type": "ranks", "layers": ranks, "budget": sum(ranks.values()),
+                   "target_budget": opts.target_r * len(ranks)}]
+        scores = sensitivity(inner)
+        if scores:
+            events.append({"type": "importance", "method": SENSITIVITY, "layers": scores})
+        return events
+
     # Resume. The adapter a checkpoint holds is pruned to the rank pattern (peft resizes it on
     # save), while training keeps full init_r tensors and masks them; and the rank allocator's
     # running sensitivity averages live only in memory. So a checkpoint also keeps the full
@@ -110,6 +120,54 @@ def make_allocation_callback():
             peft_model.base_model.update_and_allocate(state.global_step)
 
     return RankAllocationCallback()
+
+
+SENSITIVITY = "adalora sensitivity (Σ triplet scores)"
+
+
+def _layer_name(key: str, part: str) -> str:
+    return key.split(f".{part}")[0].removeprefix("base_model.model.")
+
+
+def live_ranks(model) -> dict[str, int]:
+    """The rank of every AdaLoRA layer now: from the rank pattern once ranks have been allocated,
+    init_r (the size of λ) before that."""
+    from peft.tuners.adalora import AdaLoraLayer
+
+    pattern = current_ranks(model)
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, AdaLoraLayer) and "default" in module.lora_E:
+            name = name.removeprefix("base_model.model.")
+            out[name] = pattern.get(name, int(module.lora_E["default"].numel()))
+    return out
+
+
+def sensitivity(model) -> dict[str, float]:
+    """Each layer's importance as AdaLoRA scores it: per triplet i, the smoothed sensitivity ×
+    uncertainty of λ_i plus the means over P's column i and Q's row i (peft's
+    RankAllocator.mask_to_budget, which keeps the same numbers private), summed over the layer's
+    triplets. Empty before the first update and after the final-budget phase resets the scores."""
+    allocator = model.base_model.rankallocator
+    ipt, unc = allocator.exp_avg_ipt, allocator.exp_avg_unc
+    per_layer: dict[str, object] = {}
+    for key in ipt:
+        if key not in unc:
+            continue
+        score = ipt[key] * unc[key]
+        if ".lora_E" in key:
+            part = score.flatten()
+            name = _layer_name(key, "lora_E")
+        elif ".lora_A" in key:
+            part = score.mean(dim=1).flatten()
+            name = _layer_name(key, "lora_A")
+        elif ".lora_B" in key:
+            part = score.mean(dim=0).flatten()
+            name = _layer_name(key, "lora_B")
+        else:
+            continue
+        per_layer[name] = part if name not in per_layer else per_layer[name] + part
+    return {name: float(v.sum()) for name, v in per_layer.items()}
 
 
 def current_ranks(model) -> dict[str, int]:

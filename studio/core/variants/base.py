@@ -12,6 +12,9 @@ Hooks, in the order a run calls them:
     load_checkpoint_weights(model, opts, checkpoint) -> the adapter weights of a checkpoint (resume)
     restore_state(model, opts, tensors, ctx) -> put that state back when a run resumes
     export_adapter(model, opts, out_dir) -> write a stock-PEFT-loadable adapter into out_dir
+Telemetry (studio/core/telemetry), between optimizer steps:
+    update_factors(model, opts)    -> each adapted layer's update as low-rank factors (LayerUpdate)
+    telemetry_events(model, opts)  -> extra events of the variant's own (AdaLoRA's ranks)
 torch, transformers and peft are imported inside the hooks, never at module import.
 """
 
@@ -95,6 +98,15 @@ class Variant:
 
     def export_adapter(self, model, opts, out_dir) -> None:
         model.save_pretrained(str(out_dir))
+
+    def update_factors(self, model, opts) -> list:
+        """Every adapted layer's effective update as U·K·Vᵀ factors (telemetry/updates.py)."""
+        from ..telemetry.updates import peft_updates
+
+        return peft_updates(model)
+
+    def telemetry_events(self, model, opts) -> list[dict]:
+        return []
 
     # -- helpers for subclasses --------------------------------------------------------------
 

@@ -241,6 +241,34 @@ class DeltaLora(Variant):
     def restore_state(self, model, opts, tensors, ctx) -> None:
         self.tracker(model, opts, ctx).restore(tensors)
 
+    def update_factors(self, model, opts) -> list:
+        """The total change against the ORIGINAL W0, which is what the exported adapter holds:
+        W_now + s·B_TA_T − W0 = U·diag(s(1+λ), −sλ)·Vᵀ with U = [B_T, B_a], V = [A_Tᵀ, A_aᵀ]
+        (rank ≤ 2r), and W_now = W0 + U·diag(λs, −λs)·Vᵀ tells telemetry where W0 is."""
+        import dataclasses
+
+        import torch
+
+        from ..telemetry.updates import peft_updates
+
+        updates = peft_updates(model)
+        tracker = self.tracker(model, opts)
+        if not tracker.anchor:
+            return updates   # before step K+1 W has not moved: plain LoRA
+        lam = tracker.update_ratio
+        out = []
+        for u in updates:
+            a_a, b_a = tracker.anchor[u.name]
+            s = float(tracker.layers[u.name].scaling[ADAPTER])
+            r, r_a = u.U.shape[1], b_a.shape[1]
+            ones = torch.ones(r, dtype=torch.float64)
+            ones_a = torch.ones(r_a, dtype=torch.float64)
+            out.append(dataclasses.replace(
+                u, U=torch.cat([u.U, b_a.to(u.U)], dim=1), V=torch.cat([u.V, a_a.to(u.V).T], dim=1),
+                K=torch.cat([s * (1 + lam) * ones, -s * lam * ones_a]),
+                offset_K=torch.cat([s * lam * ones, -s * lam * ones_a]), share_key=None, v_key=None))
+        return out
+
     def export_adapter(self, model, opts, out_dir) -> None:
         export_rank_doubled(getattr(model, "module", model), self.tracker(model, opts), out_dir)
 

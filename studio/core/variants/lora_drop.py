@@ -244,7 +244,9 @@ class LoraDrop(Variant):
         ctx.emit({"type": "ranks", "layers": {n: (opts.r if n in selection["kept"] else 0) for n in layers},
                   "kept": list(selection["kept"]), "shared": {k: list(v) for k, v in selection["shared"].items()}})
         if selection.get("importance"):
-            ctx.emit({"type": "importance", "method": "lora-drop ‖BAx‖²", "layers": dict(selection["importance"])})
+            ctx.emit({"type": "importance", "method": "lora-drop ‖BAx‖²", "layers": dict(selection["importance"]),
+                      "kept": list(selection["kept"]), "threshold": opts.threshold,
+                      "sample_rows": selection.get("sample_rows")})
         return peft_model
 
     def _stage1(self, model, opts, ctx, config) -> dict:

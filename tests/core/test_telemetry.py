@@ -1,0 +1,343 @@
+"""Live telemetry (studio/core/telemetry): every number against a dense computation.
+
+    formulas       σ from factors vs dense svdvals on random factors (diagonal, matrix, scalar cores,
+                   p ≠ q, rank-deficient, cached R); the rank summaries by hand
+    real layers    for every variant, on real peft layers with non-trivial adapters: the spectra
+                   event vs svdvals(merged − W0) where peft does the merge (Delta-LoRA: vs the moved
+                   W plus its adapter against the ORIGINAL W0); ΔM/ΔD and ‖ΔW‖/‖W0‖ vs a direct
+                   row-wise computation on the dense weights
+    runs           AdaLoRA's `ranks` move during a run and end at target_r per layer on average;
+                   LoRA-drop's kept set is the one its importance selects; the cadence
+Relative errors are taken against the layer's largest σ (or the value's own size) and must be ≤ 1e-5.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from conftest import DATASETS
+from studio.core.config import RunConfig
+from studio.core.telemetry.monitor import RELATIVE_UPDATE, Telemetry
+from studio.core.telemetry.spectra import dense_svdvals, lowrank_svdvals, qr_r, summarize
+from studio.core.telemetry.updates import peft_updates
+from studio.core.training import Session
+from studio.core.variants import BuildContext, get_variant
+from tiny_models import tiny_llama_config
+
+TOL = 1e-5
+
+
+def rel_err(fast, dense) -> float:
+    """Largest |fast − dense| over the values both have, against σ_max; dense values beyond the
+    fast list must be numerically zero."""
+    fast = torch.as_tensor(fast, dtype=torch.float64)
+    dense = torch.as_tensor(dense, dtype=torch.float64)
+    scale = float(dense.max()) if dense.numel() else 1.0
+    scale = scale if scale > 0 else 1.0
+    n = min(len(fast), len(dense))
+    err = float((fast[:n] - dense[:n]).abs().max()) if n else 0.0
+    tail = float(dense[n:].abs().max()) if len(dense) > n else 0.0
+    return max(err, tail) / scale
+
+
+# -- the formulas on random factors ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d_out,d_in,p,q,core", [
+    (96, 80, 8, 8, "diag"), (64, 128, 6, 10, "matrix"), (40, 40, 5, 5, "scalar"),
+    (12, 200, 16, 16, "diag"),      # p > d_out: the update's rank is at most d_out
+])
+def test_lowrank_svdvals_match_dense_on_random_factors(d_out, d_in, p, q, core):
+    g = torch.Generator().manual_seed(d_out + p)
+    U = torch.randn(d_out, p, generator=g)
+    V = torch.randn(d_in, q, generator=g)
+    K = {"diag": torch.rand(p, generator=g, dtype=torch.float64) + 0.1,
+         "matrix": torch.randn(p, q, generator=g, dtype=torch.float64),
+         "scalar": torch.tensor(2.5, dtype=torch.float64)}[core]
+    Kmat = torch.diag(K) if core == "diag" else (K * torch.eye(p, dtype=torch.float64) if core == "scalar" else K)
+    dense = dense_svdvals(U.double() @ Kmat @ V.double().T)
+    fast = lowrank_svdvals(U, K, V)
+    assert rel_err(fast, dense) <= 1e-12
+    assert torch.all(fast[:-1] >= fast[1:])   # descending
+
+
+def test_lowrank_batched_and_cached_r_agree_with_single():
+    g = torch.Generator().manual_seed(3)
+    U = torch.randn(4, 50, 6, generator=g)
+    V = torch.randn(4, 70, 6, generator=g)
+    K = torch.rand(4, 6, generator=g, dtype=torch.float64)
+    batched = lowrank_svdvals(U, K, V)
+    cached = lowrank_svdvals(U, K, None, R_V=qr_r(V))
+    for i in range(4):
+        dense = dense_svdvals(U[i].double() @ torch.diag(K[i]) @ V[i].double().T)
+        assert rel_err(batched[i], dense) <= 1e-12
+        assert rel_err(cached[i], dense) <= 1e-12
+
+
+def test_rank_deficient_update_has_zero_tail():
+    g = torch.Generator().manual_seed(4)
+    u = torch.randn(30, 1, generator=g)
+    U = torch.cat([u, 2 * u, torch.randn(30, 2, generator=g)], dim=1)   # rank 3 of 4
+    V = torch.randn(40, 4, generator=g)
+    sv = lowrank_svdvals(U, torch.ones(4, dtype=torch.float64), V)
+    assert float(sv[-1]) <= 1e-12 * float(sv[0])
+    assert summarize(sv)["k99"] <= 3
+
+
+def test_rank_summaries_by_hand():
+    s = summarize([4.0, 2.0, 1.0, 0.0])
+    assert s["stable_rank"] == pytest.approx(21 / 16)
+    p = torch.tensor([4, 2, 1], dtype=torch.float64) / 7
+    assert s["effective_rank"] == pytest.approx(math.exp(float(-(p * p.log()).sum())))
+    assert (s["k90"], s["k99"]) == (2, 3)        # 16/21 = 0.76, 20/21 = 0.95, 21/21
+    assert s["fro_norm"] == pytest.approx(math.sqrt(21))
+    flat = summarize([1.0] * 10)
+    assert (flat["k90"], flat["k99"], flat["effective_rank"]) == (9, 10, pytest.approx(10))
+    assert summarize([0.0, 0.0])["k90"] == 0     # no update yet (B = 0 at init)
+
+
+# -- real peft layers, every variant ---------------------------------------------------------------
+
+
+CASES = {
+    "lora": dict(r=4, alpha=8),
+    "lora-plus": dict(r=4, alpha=8),
+    "vera": dict(r=16),
+    "lora-fa": dict(r=4, alpha=8),
+    "adalora": dict(init_r=6, target_r=2, alpha=8, tinit=1, tfinal=1),
+    "dora": dict(r=4, alpha=8),
+    "delta-lora": dict(r=4, alpha=8, start_step=0, update_ratio=2.0),
+}
+
+
+def _base(layers: int = 2):
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(tiny_llama_config(layers=layers)).eval()
+
+
+def _randomize(model, seed: int) -> None:
+    """Give every trainable tensor a non-trivial value (B starts at zero); AdaLoRA gets some
+    pruned triplets (λ = 0), DoRA a magnitude off ‖W0‖."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            if "lora_magnitude_vector" in name:
+                p.mul_(1 + 0.2 * torch.rand(p.shape, generator=g))
+            elif "lora_E" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+                p[::3] = 0.0
+            else:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+
+
+def _reference_deltas(name, variant, opts, model, w0s) -> dict[str, torch.Tensor]:
+    """W_eff − W0 per layer, dense, float64, computed with peft's own merge (not our factors)."""
+    if name == "delta-lora":
+        # W moved; the model's effective weight is W_now + s·BA (peft's delta of the current adapter)
+        out = {}
+        for layer_name, layer in variant.tracker(model, opts).layers.items():
+            w_eff = (layer.get_base_layer().weight + layer.get_delta_weight("default")).detach().double()
+            out[layer_name] = w_eff - w0s[layer_name]
+        return out
+    merged = copy.deepcopy(model).merge_and_unload()
+    weights = dict(merged.named_parameters())
+    return {n: weights[f"{n}.weight"].double() - w0 for n, w0 in w0s.items() if f"{n}.weight" in weights}
+
+
+def _build(name):
+    variant = get_variant(name)
+    opts = variant.options_cls(**CASES[name])
+    opts.check()
+    base = _base()
+    w0s = {n.removesuffix(".weight"): p.detach().double().clone() for n, p in base.named_parameters()
+           if n.endswith("proj.weight")}
+    ctx = BuildContext(task="causal-lm", total_steps=10, learning_rate=1e-2, device=torch.device("cpu"))
+    model = variant.build(base, opts, ctx)
+    _randomize(model, seed=7)
+    if name == "delta-lora":   # two real Delta-LoRA steps: the anchor, then W moves twice
+        tracker = variant.tracker(model, opts)
+        for t in (1, 2):
+            tracker.before_step(t)
+            _randomize(model, seed=10 + t)
+            tracker.after_step(t)
+    return variant, opts, model, w0s
+
+
+def _measure(variant, opts, model) -> dict[str, dict]:
+    events: list[dict] = []
+    Telemetry(model, variant, opts, emit=events.append, every=1).measure(step=1, final=True)
+    return {e["type"] if e["type"] != "importance" else e["method"]: e for e in events}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_spectra_importance_decomposition_match_dense_on_real_layers(name):
+    variant, opts, model, w0s = _build(name)
+    events = _measure(variant, opts, model)
+    reference = _reference_deltas(name, variant, opts, model, w0s)
+    spectra = events["spectra"]["layers"]
+    assert set(spectra) == set(reference) and len(reference) == 14
+
+    worst = {"sv": 0.0, "dM": 0.0, "dD": 0.0, "imp": 0.0}
+    for layer, delta in reference.items():
+        entry = spectra[layer]
+        assert entry["kind"] == "exact"
+        dense = dense_svdvals(delta)
+        worst["sv"] = max(worst["sv"], rel_err(entry["sv"], dense))
+        assert entry["k99"] == summarize(dense)["k99"] or rel_err(entry["sv"], dense) < 1e-9
+
+        w0 = w0s[layer]
+        w_eff = w0 + delta
+        m0, mt = w0.norm(dim=1), w_eff.norm(dim=1)
+        cos = (w_eff * w0).sum(1) / (m0 * mt)
+        dM, dD = float((mt - m0).abs().mean()), float((1 - cos).mean())
+        got = events["decomposition"]["layers"][layer]
+        worst["dM"] = max(worst["dM"], abs(got["dM"] - dM) / dM)
+        worst["dD"] = max(worst["dD"], abs(got["dD"] - dD) / dD)
+        imp = float(delta.norm() / w0.norm())
+        worst["imp"] = max(worst["imp"], abs(events[RELATIVE_UPDATE]["layers"][layer] - imp) / imp)
+    print(f"\n{name}: worst relative errors {worst}")
+    assert max(worst.values()) <= TOL, worst
+
+
+def test_lora_drop_shared_layers_are_computed_once_and_match():
+    from tiny_models import random_token_dataset, pad_collator
+
+    variant = get_variant("lora-drop")
+    opts = variant.options_cls(r=4, alpha=8, threshold=0.3)
+    data = random_token_dataset(32, seed=1)
+    ctx = BuildContext(task="causal-lm", total_steps=4, learning_rate=1e-2, device=torch.device("cpu"),
+                       train_dataset=data, collator=pad_collator, batch_size=4)
+    base = _base(layers=4)   # 4 layers: a type keeps 1-2 and the rest (2-3) share one pair
+    w0s = {n.removesuffix(".weight"): p.detach().double().clone() for n, p in base.named_parameters()
+           if n.endswith("proj.weight")}
+    model = variant.build(base, opts, ctx)
+    _randomize(model, seed=3)
+    updates = peft_updates(model)
+    keys = {u.share_key for u in updates}
+    assert len(keys) < len(updates)   # some layers share one pair
+    events = _measure(variant, opts, model)
+    reference = _reference_deltas("lora-drop", variant, opts, model, w0s)
+    for layer, delta in reference.items():
+        assert rel_err(events["spectra"]["layers"][layer]["sv"], dense_svdvals(delta)) <= TOL
+
+
+def test_dora_live_spectrum_is_the_directional_part_and_exact_is_full_rank():
+    variant, opts, model, w0s = _build("dora")
+    events: list[dict] = []
+    telemetry = Telemetry(model, variant, opts, emit=events.append, every=1)
+    telemetry.measure(step=1)      # live: no dense pass (the budget has not accrued yet)
+    live = next(e for e in events if e["type"] == "spectra")["layers"]
+    for u in peft_updates(model):
+        entry = live[u.name]
+        assert entry["kind"] == "direction"
+        assert rel_err(entry["sv"], dense_svdvals(u.lowrank())) <= TOL   # σ(s·BA)
+        assert entry["magnitude"]["min"] <= entry["magnitude"]["mean"] <= entry["magnitude"]["max"]
+    events.clear()
+    telemetry.finish(step=1)       # the final measurement is exact
+    final = next(e for e in events if e["type"] == "spectra")
+    assert final["final"] and all(v["kind"] == "exact" for v in final["layers"].values())
+    assert max(len(v["sv"]) for v in final["layers"].values()) > opts.r   # full rank, not r
+
+
+def test_dense_every_sets_the_exact_cadence():
+    variant, opts, model, _ = _build("dora")
+    events: list[dict] = []
+    telemetry = Telemetry(model, variant, opts, emit=events.append, every=1, dense_every=2)
+    for step in range(1, 6):
+        telemetry.on_step(step)
+    kinds = [next(iter(e["layers"].values()))["kind"] for e in events if e["type"] == "spectra"]
+    assert kinds == ["exact", "direction", "exact", "direction", "exact"]   # steps 1..5
+
+
+def test_a_failing_measurement_is_reported_not_raised():
+    variant, opts, model, _ = _build("lora")
+
+    class Broken:
+        def update_factors(self, model, opts):
+            raise RuntimeError("boom")
+
+    events: list[dict] = []
+    Telemetry(model, Broken(), opts, emit=events.append).measure(step=3)
+    assert events == [{"type": "progress", "message": "telemetry skipped at step 3: RuntimeError: boom"}]
+
+
+# -- in a run --------------------------------------------------------------------------------------
+
+
+def _run(tiny_llama, tmp_path, variant: dict, every: int = 1, max_steps: int = 8):
+    raw = {
+        "model": {"source": tiny_llama},
+        "data": {"path": str(DATASETS / "chat_sample.jsonl"), "eval_fraction": 0.0, "max_seq_len": 64},
+        "variant": variant,
+        "train": {"output_dir": str(tmp_path), "max_steps": max_steps, "batch_size": 4, "learning_rate": 5e-3,
+                  "save_every": 0, "eval_every": 0, "device": "cpu", "precision": "fp32"},
+        "telemetry": {"every": every},
+    }
+    events: list[dict] = []
+    result = Session(RunConfig.from_dict(raw, "test")).run(sink=events.append)
+    assert result.status == "completed", result.error
+    return events
+
+
+def test_cadence_and_final_measurement_in_a_run(tiny_llama, tmp_path):
+    events = _run(tiny_llama, tmp_path, {"name": "lora", "r": 4}, every=3, max_steps=7)
+    assert [e["step"] for e in events if e["type"] == "spectra"] == [3, 6, 7]
+    assert [e["final"] for e in events if e["type"] == "spectra"] == [False, False, True]
+    for kind in ("importance", "decomposition"):
+        assert [e["step"] for e in events if e["type"] == kind] == [3, 6, 7]
+    finished = events[-1]
+    assert finished["type"] == "run_finished"
+    assert finished["telemetry_s"] > 0 and finished["train_s"] > finished["telemetry_s"]
+    spectra = [e for e in events if e["type"] == "spectra"]
+    assert all(isinstance(v, float) for e in spectra for layer in e["layers"].values() for v in layer["sv"])
+
+
+def test_adalora_ranks_move_during_a_run_and_end_at_target(tiny_llama, tmp_path):
+    opts = {"name": "adalora", "init_r": 6, "target_r": 2, "alpha": 8, "tinit": 1, "tfinal": 2}
+    events = _run(tiny_llama, tmp_path, opts, every=1, max_steps=10)
+    ranks = [e for e in events if e["type"] == "ranks"]
+    assert [e["step"] for e in ranks] == list(range(1, 11))
+    n_layers = len(ranks[0]["layers"])
+    assert n_layers == 14 and all(v == 6 for v in ranks[0]["layers"].values())   # before pruning
+    patterns = {tuple(sorted(e["layers"].items())) for e in ranks}
+    assert len(patterns) >= 3, "the rank budget never moved"
+    budgets = [e["budget"] for e in ranks]
+    assert budgets == sorted(budgets, reverse=True)          # the budget only shrinks
+    final = ranks[-1]["layers"]
+    assert sum(final.values()) == 2 * n_layers               # target_r per layer, on average
+    assert ranks[-1]["target_budget"] == 2 * n_layers
+    sens = [e for e in events if e["type"] == "importance" and e["method"].startswith("adalora")]
+    assert sens and set(sens[0]["layers"]) == set(final)
+    assert all(v >= 0 for v in sens[0]["layers"].values())
+    # the spectrum keeps only live triplets: never more σ than the layer's λ has nonzeros
+    last = [e for e in events if e["type"] == "spectra"][-1]["layers"]
+    assert all(len(last[n]["sv"]) <= 6 for n in final)
+
+
+def test_lora_drop_kept_set_is_what_its_importance_selects(tiny_llama, tmp_path):
+    events = _run(tiny_llama, tmp_path, {"name": "lora-drop", "r": 4, "threshold": 0.6, "sample_fraction": 0.1},
+                  every=4, max_steps=4)
+    imp = next(e for e in events if e["type"] == "importance" and e["method"].startswith("lora-drop"))
+    ranks = next(e for e in events if e["type"] == "ranks")
+    by_type: dict[str, list[str]] = {}
+    for name in imp["layers"]:
+        by_type.setdefault(name.rsplit(".", 1)[-1], []).append(name)
+    expected = []
+    for names in by_type.values():
+        assert sum(imp["layers"][n] for n in names) == pytest.approx(1.0)
+        total = 0.0
+        for n in sorted(names, key=lambda n: imp["layers"][n], reverse=True):
+            expected.append(n)
+            total += imp["layers"][n]
+            if total >= 0.6 - 1e-12:
+                break
+    assert sorted(imp["kept"]) == sorted(expected) == sorted(ranks["kept"])
+    assert {n for n, r in ranks["layers"].items() if r > 0} == set(expected)
