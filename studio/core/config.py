@@ -68,8 +68,10 @@ class TrainSection:
 class TelemetrySection:
     every: int = option(10, "Spectra, importance, ranks, decomposition every N optimizer steps "
                             "(0: only once, at the end)", min=0)
-    dense_every: int = option(0, "DoRA's exact full-rank spectrum every N steps (0: as often as fits "
-                                 "in 0.5% of training time, and always at the end)", min=0)
+    budget: float = option(1.0, "Most of the training time telemetry may take, in percent; a measurement "
+                                "that would exceed it is postponed (0: no limit)", min=0.0, max=100.0)
+    dense_every: int = option(0, "DoRA's exact full-rank spectrum every N steps and at the end (0: "
+                                 "whenever it fits in the budget)", min=0)
 
 
 SECTIONS = {"model": ModelSection, "data": DataSection, "train": TrainSection, "telemetry": TelemetrySection}

@@ -367,7 +367,8 @@ class Session:
         optimizer = variant.make_optimizer(model, opts, ctx)
         event_callback = _event_callback(self, variant, opts)
         self.telemetry = Telemetry(model, variant, opts, emit=lambda ev: self._emit(ev.pop("type"), **ev),
-                                   every=cfg.telemetry.every, dense_every=cfg.telemetry.dense_every)
+                                   every=cfg.telemetry.every, dense_every=cfg.telemetry.dense_every,
+                                   budget=cfg.telemetry.budget / 100)
         # telemetry last: it sees each step after the variant's own callbacks (AdaLoRA's allocation)
         callbacks = ([event_callback] + list(variant.callbacks(model, opts, ctx))
                      + [make_telemetry_callback(self.telemetry)])
@@ -394,7 +395,8 @@ class Session:
         except torch.cuda.OutOfMemoryError:
             raise TrainingError("out of GPU memory: lower train.batch_size or data.max_seq_len, "
                                 "or set train.gradient_checkpointing = true") from None
-        self._timing = {"train_s": time.perf_counter() - started, "telemetry_s": self.telemetry.spent}
+        self._timing = {"train_s": time.perf_counter() - started, "telemetry_s": self.telemetry.spent,
+                        "telemetry_postponed": self.telemetry.postponed}
         self._step = trainer.state.global_step
         if event_callback.diverged_at is not None:
             raise TrainingError(f"the loss became NaN or infinite at step {event_callback.diverged_at}: "

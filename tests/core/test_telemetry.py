@@ -173,7 +173,7 @@ def _build(name):
 
 def _measure(variant, opts, model) -> dict[str, dict]:
     events: list[dict] = []
-    Telemetry(model, variant, opts, emit=events.append, every=1).measure(step=1, final=True)
+    Telemetry(model, variant, opts, emit=events.append, every=1, budget=0).measure(step=1, final=True)
     return {e["type"] if e["type"] != "importance" else e["method"]: e for e in events}
 
 
@@ -232,7 +232,14 @@ def test_lora_drop_shared_layers_are_computed_once_and_match():
 def test_dora_live_spectrum_is_the_directional_part_and_exact_is_full_rank():
     variant, opts, model, w0s = _build("dora")
     events: list[dict] = []
-    telemetry = Telemetry(model, variant, opts, emit=events.append, every=1)
+    clock = [0.0]
+
+    def tick():                    # a fake clock: every reading is 1 ms later
+        clock[0] += 1e-3
+        return clock[0]
+
+    telemetry = Telemetry(model, variant, opts, emit=events.append, every=1, clock=tick)
+    telemetry.begin()
     telemetry.measure(step=1)      # live: no dense pass (the budget has not accrued yet)
     live = next(e for e in events if e["type"] == "spectra")["layers"]
     for u in peft_updates(model):
@@ -241,7 +248,13 @@ def test_dora_live_spectrum_is_the_directional_part_and_exact_is_full_rank():
         assert rel_err(entry["sv"], dense_svdvals(u.lowrank())) <= TOL   # σ(s·BA)
         assert entry["magnitude"]["min"] <= entry["magnitude"]["mean"] <= entry["magnitude"]["max"]
     events.clear()
-    telemetry.finish(step=1)       # the final measurement is exact
+    telemetry.finish(step=1)       # step 1 was measured and the exact pass does not fit: nothing new
+    assert events == []
+    telemetry.finish(step=2)       # a final measurement, still live kind (the budget does not allow it)
+    assert events[0]["final"] and all(v["kind"] == "direction" for v in events[0]["layers"].values())
+    events.clear()
+    clock[0] += 1e6                # a long run later, the exact pass fits the 1% budget
+    telemetry.finish(step=3)
     final = next(e for e in events if e["type"] == "spectra")
     assert final["final"] and all(v["kind"] == "exact" for v in final["layers"].values())
     assert max(len(v["sv"]) for v in final["layers"].values()) > opts.r   # full rank, not r
@@ -250,11 +263,40 @@ def test_dora_live_spectrum_is_the_directional_part_and_exact_is_full_rank():
 def test_dense_every_sets_the_exact_cadence():
     variant, opts, model, _ = _build("dora")
     events: list[dict] = []
-    telemetry = Telemetry(model, variant, opts, emit=events.append, every=1, dense_every=2)
+    telemetry = Telemetry(model, variant, opts, emit=events.append, every=1, dense_every=2, budget=0)
     for step in range(1, 6):
         telemetry.on_step(step)
     kinds = [next(iter(e["layers"].values()))["kind"] for e in events if e["type"] == "spectra"]
     assert kinds == ["exact", "direction", "exact", "direction", "exact"]   # steps 1..5
+
+
+def test_budget_postpones_measurements_to_keep_the_share():
+    """Each measurement costs 1 s and each step 1 s (a fake clock): with a 1% budget, scheduled
+    measurements are postponed until they fit, and the events say how many were."""
+    variant, opts, model, _ = _build("lora")
+    clock = [0.0]
+    events: list[dict] = []
+    telemetry = Telemetry(model, variant, opts, emit=events.append, every=1, budget=0.01, clock=lambda: clock[0])
+    compute = telemetry._compute
+
+    def one_second(step, final):
+        clock[0] += 1.0
+        return compute(step, final)
+
+    telemetry._compute = one_second
+    telemetry.begin()
+    for step in range(1, 601):
+        clock[0] += 1.0
+        telemetry.on_step(step)
+    spectra = [e for e in events if e["type"] == "spectra"]
+    assert 3 <= len(spectra) <= 7
+    assert telemetry.spent <= 0.01 * telemetry.training_time() + 1.0   # at most one over, the first
+    assert sum(e.get("postponed", 0) for e in spectra) + telemetry._postponed_since == 600 - len(spectra)
+    assert telemetry.postponed == 600 - len(spectra)
+    unlimited = Telemetry(model, variant, opts, emit=lambda e: None, every=1, budget=0, clock=lambda: 0.0)
+    for step in range(1, 4):
+        unlimited.on_step(step)
+    assert unlimited.postponed == 0 and unlimited._last_step == 3
 
 
 def test_a_failing_measurement_is_reported_not_raised():
@@ -265,8 +307,11 @@ def test_a_failing_measurement_is_reported_not_raised():
             raise RuntimeError("boom")
 
     events: list[dict] = []
-    Telemetry(model, Broken(), opts, emit=events.append).measure(step=3)
+    telemetry = Telemetry(model, Broken(), opts, emit=events.append)
+    telemetry.measure(step=3)
+    telemetry.measure(step=6)      # the same failure again: not repeated
     assert events == [{"type": "progress", "message": "telemetry skipped at step 3: RuntimeError: boom"}]
+    assert telemetry.failures == 2
 
 
 # -- in a run --------------------------------------------------------------------------------------
@@ -279,7 +324,7 @@ def _run(tiny_llama, tmp_path, variant: dict, every: int = 1, max_steps: int = 8
         "variant": variant,
         "train": {"output_dir": str(tmp_path), "max_steps": max_steps, "batch_size": 4, "learning_rate": 5e-3,
                   "save_every": 0, "eval_every": 0, "device": "cpu", "precision": "fp32"},
-        "telemetry": {"every": every},
+        "telemetry": {"every": every, "budget": 0},   # tiny steps: no budget, exact cadence
     }
     events: list[dict] = []
     result = Session(RunConfig.from_dict(raw, "test")).run(sink=events.append)

@@ -30,7 +30,8 @@ TOL = 1e-5
 
 def _args(tiny_llama, out, variant: dict) -> list[str]:
     sets = [f"model.source={tiny_llama}", f"train.output_dir={out}", "train.max_steps=5", "data.max_seq_len=64",
-            "train.eval_every=0", "train.learning_rate=0.005", "telemetry.every=2"]
+            "train.eval_every=0", "train.learning_rate=0.005", "telemetry.every=2",
+            "telemetry.budget=0"]
     sets += [f"variant.{k}={v}" for k, v in variant.items()]
     return ["train", str(DEFAULT), *[x for s in sets for x in ("--set", s)]]
 

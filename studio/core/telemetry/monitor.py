@@ -8,8 +8,8 @@ as plain lists:
     spectra        σ of every layer's effective update ΔW (spectra.py) with stable rank,
                    effective rank, k90 and k99. DoRA's ΔW is full rank: the live spectrum is that
                    of its low-rank directional part s·BA (kind "direction"), and the exact dense
-                   spectrum (kind "exact") runs at a lower cadence — by default as often as fits
-                   in half a percent of training time — and always at the end of the run.
+                   spectrum (kind "exact") runs at a lower cadence: every `dense_every` steps, or
+                   by default whenever it fits in the telemetry budget.
     importance     ‖ΔW‖_F / ‖W0‖_F per layer (method named in the event), plus any variant's own
                    (AdaLoRA's sensitivity; LoRA-drop's data-driven score is sent once, at build).
     decomposition  the DoRA paper's ΔM and ΔD (Eqs. 3–4) per layer against W0, for every variant.
@@ -27,74 +27,118 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from .spectra import dense_svdvals, lowrank_svdvals, qr_r, rounded, summarize
+from .spectra import dense_svdvals, gram_root, gram_svdvals, rounded, summarize, summarize_batch
 from .updates import LayerUpdate
 
 RELATIVE_UPDATE = "relative update ‖ΔW‖F / ‖W0‖F"
+# W0·V is cached for frozen V (LoRA-FA's A, VeRA's A_s) up to this much memory; VeRA's r = 256
+# would otherwise hold d_out × 256 numbers per layer (a second copy of a fair part of the model).
+G_CACHE_BYTES = 256 * 2**20
 
 
 class Telemetry:
     """Measures a peft model every `every` optimizer steps and emits events.
 
     every        cadence in optimizer steps (0: only the final measurement)
-    dense_every  DoRA's exact dense spectrum every N steps; 0 = automatic, as often as fits in
-                 `dense_share` of the training time so far, and always in the final measurement
+    budget       the largest share of training time telemetry may take (0.01 = 1%; 0: no limit).
+                 While the last measurement cost more than that share of the training time since
+                 it, scheduled ones are postponed (the next `spectra` event says how many), so an
+                 expensive case (VeRA's r = 256 on a CPU) thins out instead of slowing training.
+    dense_every  DoRA's exact dense spectrum every N steps and in the final measurement; 0 =
+                 automatic, whenever it fits in the budget (the final measurement, which is never
+                 postponed, includes it only then too)
     """
 
     def __init__(self, model, variant, opts, emit: Callable[[dict], None], *, every: int = 10,
-                 dense_every: int = 0, dense_share: float = 0.005, clock: Callable[[], float] = time.perf_counter):
+                 dense_every: int = 0, budget: float = 0.01, clock: Callable[[], float] = time.perf_counter):
         self.model = model
         self.variant = variant
         self.opts = opts
         self.emit = emit
         self.every = int(every)
         self.dense_every = int(dense_every)
-        self.dense_share = float(dense_share)
+        self.budget = float(budget)
         self.clock = clock
         self.spent = 0.0                 # seconds of telemetry so far (computing and emitting)
         self.dense_spent = 0.0
         self._dense_estimate: float | None = None
+        self._last_cost: float | None = None   # the last measurement without its dense pass
+        self.postponed = 0                      # scheduled measurements skipped for the budget
+        self._postponed_since = 0
         self._last_dense_step: int | None = None
         self._last_step: int | None = None
         self._began: float | None = None
+        self._trained_at_last = 0.0            # training time at the end of the last measurement
         self._row_norms: dict[str, Any] = {}   # ‖w0_n‖² per layer, float64 (W0 never changes)
-        self._r_cache: dict = {}               # R of a frozen V's QR, by v_key
+        self._root_cache: dict = {}            # L (L·Lᵀ = VᵀV) of a frozen V, by v_key
         self._g_cache: dict = {}               # W0·V for a frozen V and W0, by (layer, v_key)
+        self._g_bytes = 0
         self.failures = 0
+        self._reported: set[str] = set()
+        self._dense_cost = 0.0
 
     # -- scheduling ---------------------------------------------------------------------------
 
     def begin(self) -> None:
-        if self._began is None:
-            self._began = self.clock()
+        """Training starts: start the clock, and read ‖w0_n‖ of every layer now (one pass over
+        the weights, counted as telemetry time) so that no later measurement pays for it."""
+        if self._began is not None:
+            return
+        self._began = self.clock()
+        try:
+            import torch
+
+            with torch.no_grad():
+                for u in self.variant.update_factors(self.model, self.opts):
+                    if u.name not in self._row_norms:
+                        self._w0_products(u, _compute_device(u.U.device), need_g=False)
+        except Exception:  # the first measurement will say what is wrong
+            pass
+        self.spent += self.clock() - self._began
 
     def training_time(self) -> float:
         return 0.0 if self._began is None else max(self.clock() - self._began - self.spent, 0.0)
 
     def on_step(self, step: int) -> None:
         if self.every > 0 and step > 0 and step % self.every == 0:
-            self.measure(step)
+            if self._in_budget():
+                self.measure(step)
+            else:
+                self.postponed += 1
+                self._postponed_since += 1
+
+    def _in_budget(self) -> bool:
+        """May a scheduled measurement run? When the last one cost at most `budget` of the training
+        time since it (a rate, so one-off costs — the first call fills caches — postpone nothing).
+        The first always runs: there is nothing to estimate from."""
+        if self.budget <= 0 or self._last_cost is None:
+            return True
+        return self._last_cost <= self.budget * (self.training_time() - self._trained_at_last)
+
+    def _fits(self, cost: float) -> bool:
+        """Would `cost` more seconds keep all telemetry so far within the budget? (For the dense
+        DoRA pass, paid from what the regular measurements leave over.)"""
+        return self.budget <= 0 or self.spent + cost <= self.budget * self.training_time()
 
     def finish(self, step: int) -> None:
-        """The final measurement (exact DoRA spectrum included), unless this step was measured
-        completely already."""
-        if self._last_step == step and (self._last_dense_step == step or not self._has_dora()):
-            return
+        """The final measurement, after training (never postponed; `final` in its spectra event),
+        unless the last step was measured already and a dense DoRA pass would add nothing."""
+        if self._last_step == step:
+            dora = sum(u.is_dora for u in self.variant.update_factors(self.model, self.opts))
+            if self._last_dense_step == step or not self._want_dense(step, True, dora):
+                return
         self.measure(step, final=True)
-
-    def _has_dora(self) -> bool:
-        return any(u.is_dora for u in self.variant.update_factors(self.model, self.opts))
 
     def _want_dense(self, step: int, final: bool, n_dora: int) -> bool:
         if n_dora == 0:
             return False
-        if final:
-            return True
         if self.dense_every > 0:
-            return self._last_dense_step is None or step - self._last_dense_step >= self.dense_every
-        if self._dense_estimate is None:
-            return False   # estimated by timing one layer in the first measurement
-        return self.dense_spent + self._dense_estimate <= self.dense_share * self.training_time()
+            return final or self._last_dense_step is None or step - self._last_dense_step >= self.dense_every
+        if self.budget <= 0:
+            return True
+        # automatic: when it fits in the budget (the final measurement too: on a CPU, the exact
+        # spectra of a whole model can take longer than a short run's training)
+        return self._fits((self._last_cost or 0.0) + (self._dense_estimate or 0.0))
 
     # -- one measurement ----------------------------------------------------------------------
 
@@ -102,39 +146,51 @@ class Telemetry:
         started = self.clock()
         try:
             events = self._compute(step, final)
-        except Exception as e:  # telemetry must never end a run; say once per kind of failure
+        except Exception as e:  # telemetry must never end a run; say so, once per kind of failure
             self.failures += 1
-            events = [{"type": "progress",
-                       "message": f"telemetry skipped at step {step}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}]
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            events = [] if reason in self._reported else [
+                {"type": "progress", "message": f"telemetry skipped at step {step}: {reason}"}]
+            self._reported.add(reason)
         cost = self.clock() - started
         for event in events:
             if event["type"] == "spectra":
                 event["cost_s"] = cost
+                if self._postponed_since:
+                    event["postponed"] = self._postponed_since
             self.emit(event)
+        self._postponed_since = 0
+        self._last_cost = cost - self._dense_cost
         self.spent += self.clock() - started
         self._last_step = step
+        self._trained_at_last = self.training_time()
 
     def _compute(self, step: int, final: bool) -> list[dict]:
         import torch
 
+        self._dense_cost = 0.0
         with torch.no_grad():
             updates = self.variant.update_factors(self.model, self.opts)
             dora = [u for u in updates if u.is_dora]
-            dense = self._want_dense(step, final, len(dora))
-            layers = self._spectra(updates)
-            if dora and self._dense_estimate is None and not dense:
+            if dora and self._dense_estimate is None and self.dense_every == 0 and self.budget > 0:
+                # time one layer; an SVD of m×n costs ∝ m·n·min(m, n), so scale by that
                 t = self.clock()
                 dense_svdvals(dora[0].dense_delta())
-                self._dense_estimate = (self.clock() - t) * len(dora)
+                work = [u.U.shape[0] * u.V.shape[0] * min(u.U.shape[0], u.V.shape[0]) for u in dora]
+                self._dense_estimate = (self.clock() - t) * sum(work) / work[0]
+            dense = self._want_dense(step, final, len(dora))
+            groups = _group(updates)
+            layers = self._spectra(updates, groups)
             if dense:
                 t = self.clock()
                 for u in dora:
                     layers[u.name] = self._layer_entry(dense_svdvals(u.dense_delta()), "exact")
                 cost = self.clock() - t
                 self.dense_spent += cost
+                self._dense_cost = cost
                 self._dense_estimate = cost
                 self._last_dense_step = step
-            relative, decomposition, magnitudes = self._rows(updates)
+            relative, decomposition, magnitudes = self._rows(updates, groups)
             for name, stats in magnitudes.items():
                 layers[name]["magnitude"] = stats
             events = [
@@ -147,125 +203,184 @@ class Telemetry:
         return events
 
     @staticmethod
-    def _layer_entry(sv, kind: str) -> dict:
+    def _layer_entry(sv, kind: str, summary: dict | None = None) -> dict:
+        import torch
+
         sv = sv.detach().cpu()
-        if not bool(torch_isfinite(sv)):
+        if not bool(torch.isfinite(sv).all()):
             return {"sv": [], "stable_rank": None, "effective_rank": None, "k90": None, "k99": None,
                     "kind": kind, "fro_norm": None}
-        entry = summarize(sv)
+        entry = dict(summary) if summary is not None else summarize(sv)
         entry["sv"] = rounded(sv.tolist())
         entry["kind"] = kind
         return entry
 
-    def _spectra(self, updates: list[LayerUpdate]) -> dict[str, dict]:
-        """Batched over layers with the same shapes; tied layers (same share_key) computed once."""
+    def _spectra(self, updates: list[LayerUpdate], groups: list["_Group"]) -> dict[str, dict]:
+        """Batched over layers with the same shapes; tied layers (same share_key) computed once.
+        σ from the factors' Gram matrices (spectra.gram_svdvals), VᵀV shared with _rows."""
         import torch
 
-        unique: dict = {}
-        for u in updates:
-            unique.setdefault(u.share_key if u.share_key is not None else ("layer", u.name), u)
-        groups: dict = {}
-        for key, u in unique.items():
-            diag = torch.as_tensor(u.K).dim() <= 1
-            groups.setdefault((str(u.U.device), tuple(u.U.shape), tuple(u.V.shape), diag), []).append(key)
-        by_key: dict = {}
-        for (_, _, _, diag), keys in groups.items():
-            items = [unique[k] for k in keys]
-            device = _compute_device(items[0].U.device)
-            U = torch.stack([u.U.to(device, torch.float64) for u in items])
-            K = torch.stack([torch.as_tensor(u.K, dtype=torch.float64).to(device) for u in items])
-            R_V = self._r_factors(items, device)
-            sv = lowrank_svdvals(U, K, None, R_V=R_V) if U.shape[-1] and R_V.shape[-1] else \
-                torch.zeros(len(items), 0, dtype=torch.float64)
-            for k, row in zip(keys, sv):
-                by_key[k] = row
-        layers = {}
-        for u in updates:
-            key = u.share_key if u.share_key is not None else ("layer", u.name)
-            layers[u.name] = self._layer_entry(by_key[key], "direction" if u.is_dora else "exact")
-        return layers
+        entries: dict[str, dict] = {}
+        for g in groups:
+            first: dict = {}
+            for i, u in enumerate(g.items):
+                first.setdefault(u.share_key if u.share_key is not None else ("layer", u.name), i)
+            picked = sorted(set(first.values()))
+            index = torch.tensor(picked, device=g.device)
+            items = [g.items[i] for i in picked]
+            U, K = g.U.index_select(0, index), g.K.index_select(0, index)
+            d_out, p = U.shape[-2:]
+            d_in, q = g.V.shape[-2:]
+            if p and q:
+                L = self._roots(items, g.VtV.index_select(0, index))
+                sv = gram_svdvals(U.transpose(-1, -2) @ U, K, L, rank=min(d_out, p, d_in, q))
+            else:   # AdaLoRA with every triplet pruned: no update at all
+                sv = torch.zeros(len(items), 0, dtype=torch.float64)
+            sv = sv.cpu()
+            summaries = summarize_batch(sv)
+            row_of = {i: j for j, i in enumerate(picked)}
+            for u in g.items:
+                j = row_of[first[u.share_key if u.share_key is not None else ("layer", u.name)]]
+                entries[u.name] = self._layer_entry(sv[j], "direction" if u.is_dora else "exact", summaries[j])
+        return {u.name: entries[u.name] for u in updates}
 
-    def _r_factors(self, items: list[LayerUpdate], device):
-        """R of each V's thin QR, stacked; a frozen V's R is computed once (VeRA's A_s is shared by
-        every layer with the same d_in, LoRA-FA's A never moves)."""
+    def _roots(self, items: list[LayerUpdate], VtV):
+        """L with L·Lᵀ = VᵀV for each item, stacked. A frozen V's root is computed once (VeRA's A_s
+        is shared by every layer with the same d_in; LoRA-FA's A never moves)."""
         import torch
 
-        missing = [i for i, u in enumerate(items) if u.v_key is None or u.v_key not in self._r_cache]
+        missing = [i for i, u in enumerate(items) if u.v_key is None or u.v_key not in self._root_cache]
         computed = {}
         if missing:
-            R = qr_r(torch.stack([items[i].V.to(device, torch.float64) for i in missing]))
-            for i, r in zip(missing, R):
-                computed[i] = r
+            roots = gram_root(VtV if len(missing) == len(items)
+                              else VtV.index_select(0, torch.tensor(missing, device=VtV.device)))
+            for i, root in zip(missing, roots):
+                computed[i] = root
                 if items[i].v_key is not None:
-                    self._r_cache[items[i].v_key] = r
-        return torch.stack([computed[i] if i in computed else self._r_cache[u.v_key].to(device)
+                    self._root_cache[items[i].v_key] = root
+            if len(missing) == len(items):
+                return roots
+        return torch.stack([computed[i] if i in computed else self._root_cache[u.v_key].to(VtV.device)
                             for i, u in enumerate(items)])
 
-    def _rows(self, updates: list[LayerUpdate]):
-        """Per layer: relative update size, ΔM and ΔD, and DoRA's magnitude ratios."""
+    def _w0_products(self, u: LayerUpdate, device, need_g: bool = True):
+        """(G = W0·V, ‖w0_n‖²) for one layer, float64 on `device`. G is the one O(d·k·q) product
+        (in W's own precision, on W's device); it is cached while V and W0 are frozen, and the row
+        norms always are (W0 never changes)."""
+        import torch
+
+        g_key = (u.name, u.v_key) if (u.v_key is not None and u.offset_K is None) else None
+        G = self._g_cache.get(g_key) if g_key is not None else None
+        n0 = self._row_norms.get(u.name)
+        if G is not None and n0 is not None:
+            return G.to(device, torch.float64), n0
+        W = u.weight().detach()
+        if not need_g and u.offset_K is None:
+            if n0 is None:
+                n0 = self._row_norms[u.name] = torch.linalg.vector_norm(W, dim=1, dtype=torch.float64).pow(2).to(device)
+            return None, n0
+        G_w = W @ u.V.detach().to(W.device, W.dtype)    # in W's precision: caching it loses nothing
+        G_now = G_w.to(device, torch.float64)
+        UO = VtV = None
+        if u.offset_K is not None:   # W moved (Delta-LoRA): W0·V = W_now·V − U·o·(VᵀV)
+            V64 = u.V.detach().to(device, torch.float64)
+            VtV = V64.T @ V64
+            UO = u.U.detach().to(device, torch.float64) * torch.as_tensor(u.offset_K, dtype=torch.float64).to(device)
+            G = G_now - UO @ VtV
+        else:
+            G = G_now
+        size = G_w.numel() * G_w.element_size()
+        if g_key is not None and self._g_bytes + size <= G_CACHE_BYTES:
+            self._g_cache[g_key] = G_w
+            self._g_bytes += size
+        if n0 is None:
+            n0 = torch.linalg.vector_norm(W, dim=1, dtype=torch.float64).pow(2).to(device)
+            if UO is not None:   # ‖w_now_n − o_n‖², o = U·o·Vᵀ
+                n0 = n0 - 2 * (UO * G_now).sum(1) + ((UO @ VtV) * UO).sum(1)
+            self._row_norms[u.name] = n0
+        return G, n0
+
+    def _rows(self, updates: list[LayerUpdate], groups: list["_Group"]):
+        """Per layer: relative update size, ΔM and ΔD, and DoRA's magnitude ratios. Batched over
+        layers of the same shapes; only W0·V is a per-layer product."""
         import torch
 
         relative, decomposition, magnitudes = {}, {}, {}
-        for u in updates:
-            device = _compute_device(u.U.device)
-            W = u.weight().detach()
-            V64 = u.V.detach().to(device, torch.float64)
-            U64 = u.U.detach().to(device, torch.float64)
-            K = torch.as_tensor(u.K, dtype=torch.float64).to(device)
-            UK = U64 * K if K.dim() <= 1 else U64 @ K
-            VtV = V64.T @ V64
-            g_key = (u.name, u.v_key) if (u.v_key is not None and u.offset_K is None) else None
-            G = self._g_cache.get(g_key) if g_key is not None else None
-            if G is None:
-                # W0·V in W's own precision on W's device (the one big product), the rest in fp64
-                G_now = (W @ u.V.detach().to(W.device, W.dtype)).to(device, torch.float64)
-                if u.offset_K is not None:   # W moved (Delta-LoRA): W0·V = W_now·V − U·o·(VᵀV)
-                    UO = U64 * torch.as_tensor(u.offset_K, dtype=torch.float64).to(device)
-                    G = G_now - UO @ VtV
-                else:
-                    G = G_now
-                if g_key is not None:
-                    self._g_cache[g_key] = G
-            n0 = self._row_norms.get(u.name)
-            if n0 is None:
-                n0 = torch.linalg.vector_norm(W.to(torch.float64), dim=1).pow(2).to(device)
-                if u.offset_K is not None:   # ‖w_now − o_n‖² with o = U·o·Vᵀ
-                    UO = U64 * torch.as_tensor(u.offset_K, dtype=torch.float64).to(device)
-                    n0 = n0 - 2 * (UO * (G + UO @ VtV)).sum(1) + ((UO @ VtV) * UO).sum(1)
-                self._row_norms[u.name] = n0
-            dot = (UK * G).sum(1)                     # δ_n · w0_n
-            dd = ((UK @ VtV) * UK).sum(1).clamp_min(0)  # ‖δ_n‖²
-            m0 = n0.clamp_min(0).sqrt()
-            nv2 = (n0 + 2 * dot + dd).clamp_min(0)    # ‖w0_n + δ_n‖²
+        for g in groups:
+            items, device, diag, is_dora = g.items, g.device, g.diag, g.is_dora
+            f64 = dict(device=device, dtype=torch.float64)
+            products = [self._w0_products(u, device) for u in items]
+            G = torch.stack([p for p, _ in products])                     # (n, d_out, q)
+            n0 = torch.stack([r for _, r in products])                    # (n, d_out)
+            U, K, VtV = g.U, g.K, g.VtV
+            UK = U * K.unsqueeze(-2) if diag else U @ K
+            dot = (UK * G).sum(-1)                                        # δ_n · w0_n
+            dd = ((UK @ VtV) * UK).sum(-1).clamp_min(0)                   # ‖δ_n‖²
+            n0 = n0.clamp_min(0)
+            m0 = n0.sqrt()
+            nv2 = (n0 + 2 * dot + dd).clamp_min(0)                        # ‖w0_n + δ_n‖²
             nv = nv2.sqrt()
-            safe_n0 = torch.where(n0 > 0, n0, torch.ones_like(n0))
-            sin2 = ((dd - dot * dot / safe_n0) / torch.where(nv2 > 0, nv2, torch.ones_like(nv2))).clamp(0, 1)
-            cos = (n0 + dot) / torch.where(m0 * nv > 0, m0 * nv, torch.ones_like(nv))
-            if u.is_dora:
-                m = u.magnitude.detach().to(device, torch.float64)
-                c = m / torch.where(nv > 0, nv, torch.ones_like(nv))
+            sin2 = ((dd - dot * dot / _nonzero(n0)) / _nonzero(nv2)).clamp(0, 1)
+            cos = (n0 + dot) / _nonzero(m0 * nv)
+            if is_dora:
+                m = torch.stack([u.magnitude.detach().to(**f64) for u in items])
+                c = m / _nonzero(nv)
                 m_t = m.abs()
                 cos = torch.sign(m) * cos
                 diff2 = (c - 1) ** 2 * n0 + 2 * (c - 1) * c * dot + c * c * dd   # ‖c·v_n − w0_n‖²
-                ratio = m_t / torch.where(m0 > 0, m0, torch.ones_like(m0))
-                magnitudes[u.name] = {"mean": float(ratio.mean()), "min": float(ratio.min()),
-                                      "max": float(ratio.max())}
+                ratio = m_t / _nonzero(m0)
                 dm = (m_t - m0).abs()
+                for u, r in zip(items, ratio):
+                    magnitudes[u.name] = {"mean": float(r.mean()), "min": float(r.min()), "max": float(r.max())}
             else:
                 diff2 = dd
-                dm = (2 * dot + dd).abs() / torch.where(nv + m0 > 0, nv + m0, torch.ones_like(m0))
+                dm = (2 * dot + dd).abs() / _nonzero(nv + m0)             # |‖w_t‖ − ‖w0‖|
             one_minus_cos = torch.where(cos > 0, sin2 / (1 + cos), 1 - cos)
-            w0_norm = float(n0.clamp_min(0).sum().sqrt())
-            delta_norm = float(diff2.clamp_min(0).sum().sqrt())
-            relative[u.name] = delta_norm / w0_norm if w0_norm > 0 else 0.0
-            decomposition[u.name] = {"dM": float(dm.mean()), "dD": float(one_minus_cos.mean())}
-        return relative, decomposition, magnitudes
+            w0_norm = n0.sum(-1).sqrt()
+            rel = diff2.clamp_min(0).sum(-1).sqrt() / _nonzero(w0_norm)
+            stats = torch.stack([rel, dm.mean(-1), one_minus_cos.mean(-1)], dim=1).cpu().tolist()
+            for u, (r, m_, d_) in zip(items, stats):
+                relative[u.name] = r
+                decomposition[u.name] = {"dM": m_, "dD": d_}
+        order = [u.name for u in updates]   # events list layers in model order
+        return ({n: relative[n] for n in order}, {n: decomposition[n] for n in order},
+                {n: magnitudes[n] for n in order if n in magnitudes})
 
 
-def torch_isfinite(t) -> bool:
+class _Group:
+    """Layers whose factors have the same shapes, stacked once in float64 for every pass."""
+
+    def __init__(self, items: list[LayerUpdate]):
+        import torch
+
+        u0 = items[0]
+        self.items = items
+        self.device = _compute_device(u0.U.device)
+        self.diag = torch.as_tensor(u0.K).dim() <= 1
+        self.is_dora = u0.is_dora
+        f64 = dict(device=self.device, dtype=torch.float64)
+        # stack in the factors' own dtype, then convert once (one cast per group, not per layer)
+        self.U = torch.stack([u.U.detach() for u in items]).to(**f64)
+        self.V = torch.stack([u.V.detach() for u in items]).to(**f64)
+        self.K = torch.stack([torch.as_tensor(u.K, dtype=torch.float64) for u in items]).to(self.device)
+        self.VtV = self.V.transpose(-1, -2) @ self.V     # shared by the spectra and the row sums
+
+
+def _group(updates: list[LayerUpdate]) -> list[_Group]:
     import torch
 
-    return bool(torch.isfinite(t).all())
+    by_key: dict = {}
+    for u in updates:
+        key = (str(u.U.device), tuple(u.U.shape), tuple(u.V.shape), torch.as_tensor(u.K).dim() <= 1, u.is_dora)
+        by_key.setdefault(key, []).append(u)
+    return [_Group(items) for items in by_key.values()]
+
+
+def _nonzero(t):
+    """t with zeros replaced by ones: for divisions whose numerator is zero there too."""
+    import torch
+
+    return torch.where(t != 0, t, torch.ones_like(t))
 
 
 def _compute_device(device):

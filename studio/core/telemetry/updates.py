@@ -15,6 +15,7 @@ The dispatch is on peft's layer classes, the one place that knows their attribut
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any, Hashable
 
@@ -76,24 +77,39 @@ class LayerUpdate:
         return c[:, None] * v - w0
 
 
-def peft_updates(model, adapter: str = ADAPTER) -> list[LayerUpdate]:
-    """The LayerUpdate of every adapted linear layer of a peft model (in model order)."""
+_LAYERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> its adapted layers
+
+
+def adapter_layers(model) -> list[tuple[str, Any, Any]]:
+    """(name, module, reader) of every adapter layer, in model order; found once per model (a
+    walk over every module costs more than reading the factors)."""
     from peft.tuners.adalora import AdaLoraLayer
     from peft.tuners.lora import LoraLayer
     from peft.tuners.vera import VeraLayer
 
     model = getattr(model, "module", model)
+    found = _LAYERS.get(model)
+    if found is None:
+        found = []
+        for name, module in model.named_modules():
+            if isinstance(module, AdaLoraLayer):   # before LoraLayer: AdaLoraLayer subclasses it
+                reader = _adalora
+            elif isinstance(module, LoraLayer):
+                reader = _lora
+            elif isinstance(module, VeraLayer):
+                reader = _vera
+            else:
+                continue
+            found.append((name.removeprefix(PREFIX), module, reader))
+        _LAYERS[model] = found
+    return found
+
+
+def peft_updates(model, adapter: str = ADAPTER) -> list[LayerUpdate]:
+    """The LayerUpdate of every adapted linear layer of a peft model (in model order)."""
     out: list[LayerUpdate] = []
-    for name, module in model.named_modules():
-        name = name.removeprefix(PREFIX)
-        if isinstance(module, AdaLoraLayer):   # before LoraLayer: AdaLoraLayer subclasses it
-            update = _adalora(name, module, adapter)
-        elif isinstance(module, LoraLayer):
-            update = _lora(name, module, adapter)
-        elif isinstance(module, VeraLayer):
-            update = _vera(name, module, adapter)
-        else:
-            continue
+    for name, module, reader in adapter_layers(model):
+        update = reader(name, module, adapter)
         if update is not None:
             out.append(update)
     return out
