@@ -117,7 +117,7 @@ def telemetry_summary(spectra: dict | None, relative: dict | None, ranks: dict |
 
     lines = []
     layers = (spectra or {}).get("layers") or {}
-    measured = {name: v for name, v in layers.items() if v.get("k90")}
+    measured = {name: v for name, v in layers.items() if v.get("k90") and v.get("stable_rank") is not None}
     if measured:
         k90 = sorted(v["k90"] for v in measured.values())
         widest = max(measured, key=lambda n: (measured[n]["k90"], measured[n].get("stable_rank") or 0))
@@ -126,9 +126,10 @@ def telemetry_summary(spectra: dict | None, relative: dict | None, ranks: dict |
         lines.append(f"update spectra at step {spectra['step']} ({len(layers)} layers): rank holding 90% of "
                      f"‖ΔW‖² median {statistics.median(k90):g}, at most {k90[-1]} ({widest}), of {width}; "
                      f"median stable rank {stable:.2f}")
-    if relative and relative.get("layers"):
-        top = max(relative["layers"], key=relative["layers"].get)
-        lines.append(f"largest relative update ‖ΔW‖/‖W0‖: {relative['layers'][top]:.2e} in {top}")
+    values = {n: v for n, v in ((relative or {}).get("layers") or {}).items() if isinstance(v, (int, float))}
+    if values:
+        top = max(values, key=values.get)
+        lines.append(f"largest relative update ‖ΔW‖/‖W0‖: {values[top]:.2e} in {top}")
     if ranks:
         lines.append(f"AdaLoRA rank budget: {ranks['budget']} (target {ranks.get('target_budget', '?')})")
     train_s, tele_s = finished.get("train_s"), finished.get("telemetry_s")

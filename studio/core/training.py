@@ -23,7 +23,6 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from .config import RunConfig, resolved_paths
 from .errors import ConfigError, StudioError, TrainingError
@@ -217,6 +216,7 @@ class Session:
         self._metrics: dict = {}
         self._timing: dict = {}   # train_s, telemetry_s (during training), final_telemetry_s
         self.telemetry = None
+        self._paused_s = 0.0
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -251,6 +251,8 @@ class Session:
             except Exception:  # a full disk or a broken sink must not turn into a traceback
                 pass
             finally:
+                if self.telemetry is not None:
+                    self.telemetry.release()
                 if self._log is not None:
                     self._log.close()
         return RunResult(self.run_dir, status, adapter, error, exit_code)
@@ -395,7 +397,8 @@ class Session:
         except torch.cuda.OutOfMemoryError:
             raise TrainingError("out of GPU memory: lower train.batch_size or data.max_seq_len, "
                                 "or set train.gradient_checkpointing = true") from None
-        self._timing = {"train_s": time.perf_counter() - started, "telemetry_s": self.telemetry.spent,
+        self._timing = {"train_s": time.perf_counter() - started - self._paused_s, "paused_s": self._paused_s,
+                        "telemetry_s": self.telemetry.spent,
                         "telemetry_postponed": self.telemetry.postponed}
         self._step = trainer.state.global_step
         if event_callback.diverged_at is not None:
@@ -507,8 +510,13 @@ def _build_event_callback_class():
             s._step = state.global_step
             if s.control.paused and not s.control.stop_requested:
                 s._emit("paused")
+                waited = time.perf_counter()
                 while s.control.paused and not s.control.stop_requested:
                     s.control.wait_while_paused()
+                waited = time.perf_counter() - waited
+                s._paused_s += waited
+                if s.telemetry is not None:   # a pause earns telemetry no time budget
+                    s.telemetry.idle(waited)
                 if not s.control.stop_requested:
                     s._emit("resumed")
                 self._restart_clock()  # a pause is not slow training

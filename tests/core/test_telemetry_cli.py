@@ -76,7 +76,7 @@ def test_console_script_lora_spectra_match_the_saved_adapter(tiny_llama, tmp_pat
     layers = _last_spectra(run_dir)
     # the terminal gets a summary of the last telemetry, after the progress lines
     k90 = sorted(v["k90"] for v in layers.values())
-    assert f"update spectra at step 5 (14 layers): rank holding 90% of ‖ΔW‖² median" in proc.stderr
+    assert "update spectra at step 5 (14 layers): rank holding 90% of ‖ΔW‖² median" in proc.stderr
     assert f"at most {k90[-1]} (" in proc.stderr and "telemetry: " in proc.stderr
 
     adapter = run_dir / "adapter"

@@ -69,6 +69,9 @@ class Telemetry:
         self._last_step: int | None = None
         self._began: float | None = None
         self._trained_at_last = 0.0            # training time at the end of the last measurement
+        self._measured = 0
+        self._idle = 0.0                       # paused seconds, not training time
+        self._vtv_cache: dict = {}             # VᵀV of a frozen V, by v_key
         self._row_norms: dict[str, Any] = {}   # ‖w0_n‖² per layer, float64 (W0 never changes)
         self._root_cache: dict = {}            # L (L·Lᵀ = VᵀV) of a frozen V, by v_key
         self._g_cache: dict = {}               # W0·V for a frozen V and W0, by (layer, v_key)
@@ -97,7 +100,12 @@ class Telemetry:
         self.spent += self.clock() - self._began
 
     def training_time(self) -> float:
-        return 0.0 if self._began is None else max(self.clock() - self._began - self.spent, 0.0)
+        """Seconds of training since begin(): without telemetry's own time and pauses."""
+        return 0.0 if self._began is None else max(self.clock() - self._began - self.spent - self._idle, 0.0)
+
+    def idle(self, seconds: float) -> None:
+        """The run was paused for `seconds`: not training time, so no budget accrues."""
+        self._idle += max(float(seconds), 0.0)
 
     def on_step(self, step: int) -> None:
         if self.every > 0 and step > 0 and step % self.every == 0:
@@ -123,11 +131,22 @@ class Telemetry:
     def finish(self, step: int) -> None:
         """The final measurement, after training (never postponed; `final` in its spectra event),
         unless the last step was measured already and a dense DoRA pass would add nothing."""
-        if self._last_step == step:
-            dora = sum(u.is_dora for u in self.variant.update_factors(self.model, self.opts))
-            if self._last_dense_step == step or not self._want_dense(step, True, dora):
-                return
-        self.measure(step, final=True)
+        try:
+            if self._last_step == step:
+                dora = sum(u.is_dora for u in self.variant.update_factors(self.model, self.opts))
+                if self._last_dense_step == step or not self._want_dense(step, True, dora):
+                    return
+            self.measure(step, final=True)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Drop the caches (W0·V can be hundreds of MB, on the GPU): the run is over."""
+        self._g_cache.clear()
+        self._root_cache.clear()
+        self._vtv_cache.clear()
+        self._row_norms.clear()
+        self._g_bytes = 0
 
     def _want_dense(self, step: int, final: bool, n_dora: int) -> bool:
         if n_dora == 0:
@@ -135,7 +154,7 @@ class Telemetry:
         if self.dense_every > 0:
             return final or self._last_dense_step is None or step - self._last_dense_step >= self.dense_every
         if self.budget <= 0:
-            return True
+            return final   # no limit, no cadence either: the exact pass in the final measurement
         # automatic: when it fits in the budget (the final measurement too: on a CPU, the exact
         # spectra of a whole model can take longer than a short run's training)
         return self._fits((self._last_cost or 0.0) + (self._dense_estimate or 0.0))
@@ -144,8 +163,10 @@ class Telemetry:
 
     def measure(self, step: int, final: bool = False) -> None:
         started = self.clock()
+        ok = False
         try:
             events = self._compute(step, final)
+            ok = True
         except Exception as e:  # telemetry must never end a run; say so, once per kind of failure
             self.failures += 1
             reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -153,16 +174,24 @@ class Telemetry:
                 {"type": "progress", "message": f"telemetry skipped at step {step}: {reason}"}]
             self._reported.add(reason)
         cost = self.clock() - started
-        for event in events:
-            if event["type"] == "spectra":
-                event["cost_s"] = cost
-                if self._postponed_since:
-                    event["postponed"] = self._postponed_since
-            self.emit(event)
+        try:
+            for event in events:
+                if event["type"] == "spectra":
+                    event["cost_s"] = cost
+                    if self._postponed_since:
+                        event["postponed"] = self._postponed_since
+                self.emit(event)
+        except Exception:  # a sink that cannot take an event must not end the run either
+            self.failures += 1
+            ok = False
         self._postponed_since = 0
-        self._last_cost = cost - self._dense_cost
+        if ok:
+            # the first measurement fills caches and warms the linear algebra up: its cost says
+            # little about the next, so the budget starts counting from the second
+            self._last_cost = None if self._measured == 0 else cost - self._dense_cost
+            self._measured += 1
+            self._last_step = step
         self.spent += self.clock() - started
-        self._last_step = step
         self._trained_at_last = self.training_time()
 
     def _compute(self, step: int, final: bool) -> list[dict]:
@@ -177,9 +206,10 @@ class Telemetry:
                 t = self.clock()
                 dense_svdvals(dora[0].dense_delta())
                 work = [u.U.shape[0] * u.V.shape[0] * min(u.U.shape[0], u.V.shape[0]) for u in dora]
-                self._dense_estimate = (self.clock() - t) * sum(work) / work[0]
+                self._dense_cost = self.clock() - t    # not a regular measurement's cost
+                self._dense_estimate = self._dense_cost * sum(work) / work[0]
             dense = self._want_dense(step, final, len(dora))
-            groups = _group(updates)
+            groups = _group(updates, self._vtv_cache)
             layers = self._spectra(updates, groups)
             if dense:
                 t = self.clock()
@@ -187,7 +217,7 @@ class Telemetry:
                     layers[u.name] = self._layer_entry(dense_svdvals(u.dense_delta()), "exact")
                 cost = self.clock() - t
                 self.dense_spent += cost
-                self._dense_cost = cost
+                self._dense_cost += cost
                 self._dense_estimate = cost
                 self._last_dense_step = step
             relative, decomposition, magnitudes = self._rows(updates, groups)
@@ -230,7 +260,7 @@ class Telemetry:
             items = [g.items[i] for i in picked]
             U, K = g.U.index_select(0, index), g.K.index_select(0, index)
             d_out, p = U.shape[-2:]
-            d_in, q = g.V.shape[-2:]
+            d_in, q = g.d_in, g.q
             if p and q:
                 L = self._roots(items, g.VtV.index_select(0, index))
                 sv = gram_svdvals(U.transpose(-1, -2) @ U, K, L, rank=min(d_out, p, d_in, q))
@@ -239,9 +269,11 @@ class Telemetry:
             sv = sv.cpu()
             summaries = summarize_batch(sv)
             row_of = {i: j for j, i in enumerate(picked)}
-            for u in g.items:
+            for i, u in enumerate(g.items):
                 j = row_of[first[u.share_key if u.share_key is not None else ("layer", u.name)]]
-                entries[u.name] = self._layer_entry(sv[j], "direction" if u.is_dora else "exact", summaries[j])
+                kind = "direction" if u.is_dora else "exact"
+                entries[u.name] = (self._layer_entry(sv[j], kind, summaries[j]) if g.finite[i]
+                                   else self._layer_entry(torch.tensor([float("nan")]), kind))
         return {u.name: entries[u.name] for u in updates}
 
     def _roots(self, items: list[LayerUpdate], VtV):
@@ -273,19 +305,21 @@ class Telemetry:
         G = self._g_cache.get(g_key) if g_key is not None else None
         n0 = self._row_norms.get(u.name)
         if G is not None and n0 is not None:
-            return G.to(device, torch.float64), n0
+            return _to64(G, device), n0
         W = u.weight().detach()
         if not need_g and u.offset_K is None:
             if n0 is None:
-                n0 = self._row_norms[u.name] = torch.linalg.vector_norm(W, dim=1, dtype=torch.float64).pow(2).to(device)
+                n0 = self._row_norms[u.name] = _row_norms2(W, device)
             return None, n0
-        G_w = W @ u.V.detach().to(W.device, W.dtype)    # in W's precision: caching it loses nothing
-        G_now = G_w.to(device, torch.float64)
+        # in float32 at least (a bf16 W·V would cost ΔM/ΔD three digits); caching it loses nothing
+        wide = W.dtype if W.dtype in (torch.float32, torch.float64) else torch.float32
+        G_w = W.to(wide) @ u.V.detach().to(W.device, wide)
+        G_now = _to64(G_w, device)
         UO = VtV = None
         if u.offset_K is not None:   # W moved (Delta-LoRA): W0·V = W_now·V − U·o·(VᵀV)
-            V64 = u.V.detach().to(device, torch.float64)
+            V64 = _to64(u.V.detach(), device)
             VtV = V64.T @ V64
-            UO = u.U.detach().to(device, torch.float64) * torch.as_tensor(u.offset_K, dtype=torch.float64).to(device)
+            UO = _to64(u.U.detach(), device) * _to64(torch.as_tensor(u.offset_K), device)
             G = G_now - UO @ VtV
         else:
             G = G_now
@@ -294,7 +328,7 @@ class Telemetry:
             self._g_cache[g_key] = G_w
             self._g_bytes += size
         if n0 is None:
-            n0 = torch.linalg.vector_norm(W, dim=1, dtype=torch.float64).pow(2).to(device)
+            n0 = _row_norms2(W, device)
             if UO is not None:   # ‖w_now_n − o_n‖², o = U·o·Vᵀ
                 n0 = n0 - 2 * (UO * G_now).sum(1) + ((UO @ VtV) * UO).sum(1)
             self._row_norms[u.name] = n0
@@ -308,7 +342,6 @@ class Telemetry:
         relative, decomposition, magnitudes = {}, {}, {}
         for g in groups:
             items, device, diag, is_dora = g.items, g.device, g.diag, g.is_dora
-            f64 = dict(device=device, dtype=torch.float64)
             products = [self._w0_products(u, device) for u in items]
             G = torch.stack([p for p, _ in products])                     # (n, d_out, q)
             n0 = torch.stack([r for _, r in products])                    # (n, d_out)
@@ -323,15 +356,16 @@ class Telemetry:
             sin2 = ((dd - dot * dot / _nonzero(n0)) / _nonzero(nv2)).clamp(0, 1)
             cos = (n0 + dot) / _nonzero(m0 * nv)
             if is_dora:
-                m = torch.stack([u.magnitude.detach().to(**f64) for u in items])
+                m = _to64(torch.stack([u.magnitude.detach() for u in items]), device)
                 c = m / _nonzero(nv)
                 m_t = m.abs()
                 cos = torch.sign(m) * cos
                 diff2 = (c - 1) ** 2 * n0 + 2 * (c - 1) * c * dot + c * c * dd   # ‖c·v_n − w0_n‖²
                 ratio = m_t / _nonzero(m0)
                 dm = (m_t - m0).abs()
-                for u, r in zip(items, ratio):
-                    magnitudes[u.name] = {"mean": float(r.mean()), "min": float(r.min()), "max": float(r.max())}
+                for u, r, finite in zip(items, ratio, g.finite):
+                    magnitudes[u.name] = ({"mean": float(r.mean()), "min": float(r.min()), "max": float(r.max())}
+                                          if finite else {"mean": None, "min": None, "max": None})
             else:
                 diff2 = dd
                 dm = (2 * dot + dd).abs() / _nonzero(nv + m0)             # |‖w_t‖ − ‖w0‖|
@@ -339,7 +373,9 @@ class Telemetry:
             w0_norm = n0.sum(-1).sqrt()
             rel = diff2.clamp_min(0).sum(-1).sqrt() / _nonzero(w0_norm)
             stats = torch.stack([rel, dm.mean(-1), one_minus_cos.mean(-1)], dim=1).cpu().tolist()
-            for u, (r, m_, d_) in zip(items, stats):
+            for u, (r, m_, d_), finite in zip(items, stats, g.finite):
+                if not finite:   # a diverged layer (its factors were zeroed in the group)
+                    r = m_ = d_ = None
                 relative[u.name] = r
                 decomposition[u.name] = {"dM": m_, "dD": d_}
         order = [u.name for u in updates]   # events list layers in model order
@@ -348,9 +384,10 @@ class Telemetry:
 
 
 class _Group:
-    """Layers whose factors have the same shapes, stacked once in float64 for every pass."""
+    """Layers whose factors have the same shapes, stacked once in float64 for every pass.
+    VᵀV of a frozen V (a v_key) comes from `vtv_cache` and V itself is then never stacked."""
 
-    def __init__(self, items: list[LayerUpdate]):
+    def __init__(self, items: list[LayerUpdate], vtv_cache: dict):
         import torch
 
         u0 = items[0]
@@ -358,22 +395,49 @@ class _Group:
         self.device = _compute_device(u0.U.device)
         self.diag = torch.as_tensor(u0.K).dim() <= 1
         self.is_dora = u0.is_dora
-        f64 = dict(device=self.device, dtype=torch.float64)
-        # stack in the factors' own dtype, then convert once (one cast per group, not per layer)
-        self.U = torch.stack([u.U.detach() for u in items]).to(**f64)
-        self.V = torch.stack([u.V.detach() for u in items]).to(**f64)
-        self.K = torch.stack([torch.as_tensor(u.K, dtype=torch.float64) for u in items]).to(self.device)
-        self.VtV = self.V.transpose(-1, -2) @ self.V     # shared by the spectra and the row sums
+        self.d_in, self.q = u0.V.shape
+        # stack in the factors' own dtype, move, then convert once (mps has no float64)
+        self.U = _to64(torch.stack([u.U.detach() for u in items]), self.device)
+        self.K = _to64(torch.stack([torch.as_tensor(u.K).detach().to(u0.U.device) for u in items]), self.device)
+        missing = [u for u in items if u.v_key is None or u.v_key not in vtv_cache]
+        fresh = {}
+        if missing:
+            V = _to64(torch.stack([u.V.detach() for u in missing]), self.device)
+            for u, vtv in zip(missing, V.transpose(-1, -2) @ V):
+                fresh[id(u)] = vtv
+                if u.v_key is not None:
+                    vtv_cache[u.v_key] = vtv
+        self.VtV = torch.stack([fresh[id(u)] if id(u) in fresh else vtv_cache[u.v_key] for u in items])
+        finite = torch.isfinite(self.U).flatten(1).all(1) & torch.isfinite(self.K).flatten(1).all(1) \
+            & torch.isfinite(self.VtV).flatten(1).all(1)
+        self.finite = finite.tolist()
+        if not all(self.finite):   # a diverged layer: zeros here, reported as null, others unharmed
+            bad = ~finite
+            self.U[bad], self.K[bad], self.VtV[bad] = 0.0, 0.0, 0.0
 
 
-def _group(updates: list[LayerUpdate]) -> list[_Group]:
+def _row_norms2(W, device):
+    """‖w_n‖² of every row, float64 on `device` (accumulated in float32 on an Apple GPU)."""
+    import torch
+
+    acc = torch.float32 if W.device.type == "mps" else torch.float64
+    return _to64(torch.linalg.vector_norm(W, dim=1, dtype=acc).pow(2), device)
+
+
+def _to64(t, device):
+    import torch
+
+    return t.to(device).to(torch.float64)
+
+
+def _group(updates: list[LayerUpdate], vtv_cache: dict) -> list[_Group]:
     import torch
 
     by_key: dict = {}
     for u in updates:
         key = (str(u.U.device), tuple(u.U.shape), tuple(u.V.shape), torch.as_tensor(u.K).dim() <= 1, u.is_dora)
         by_key.setdefault(key, []).append(u)
-    return [_Group(items) for items in by_key.values()]
+    return [_Group(items, vtv_cache) for items in by_key.values()]
 
 
 def _nonzero(t):

@@ -14,6 +14,7 @@ The summaries (all from σ, descending):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -100,7 +101,7 @@ def summarize(sv) -> dict[str, Any]:
     entropy = float(-(p * torch.log(p)).sum())
     return {
         "stable_rank": total / float(sv[0]) ** 2,
-        "effective_rank": float(torch.exp(torch.tensor(entropy))),
+        "effective_rank": math.exp(entropy),
         "k90": int(torch.searchsorted(share, torch.tensor(0.9 - 1e-12, dtype=torch.float64))) + 1,
         "k99": int(torch.searchsorted(share, torch.tensor(0.99 - 1e-12, dtype=torch.float64))) + 1,
         "fro_norm": total ** 0.5,

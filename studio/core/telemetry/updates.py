@@ -46,21 +46,17 @@ class LayerUpdate:
         return w.T if self.fan_in_fan_out else w
 
     def lowrank(self):
-        """U·K·Vᵀ as a dense float64 matrix (tests and references only)."""
-        import torch
-
-        U, V = self.U.detach().to(torch.float64), self.V.detach().to(torch.float64)
-        K = torch.as_tensor(self.K, dtype=torch.float64, device=U.device)
+        """U·K·Vᵀ as a dense float64 matrix (tests, references and DoRA's exact pass)."""
+        U, V, K = f64(self.U), f64(self.V), f64(self.K)
+        K = K.to(U.device)
         return (U * K) @ V.T if K.dim() == 1 else U @ K @ V.T
 
     def w0(self):
         """The pre-trained weight in (out, in) layout, float64 (dense: references only)."""
-        import torch
-
-        w = self.weight().detach().to(torch.float64)
+        w = f64(self.weight())
         if self.offset_K is not None:
-            U, V = self.U.detach().to(torch.float64), self.V.detach().to(torch.float64)
-            w = w - (U * torch.as_tensor(self.offset_K, dtype=torch.float64, device=U.device)) @ V.T
+            U, V = f64(self.U), f64(self.V)
+            w = w - (U * f64(self.offset_K).to(U.device)) @ V.T
         return w
 
     def dense_delta(self):
@@ -73,7 +69,7 @@ class LayerUpdate:
             return lowrank
         w0 = self.w0()
         v = w0 + lowrank
-        c = self.magnitude.detach().to(torch.float64).to(v.device) / torch.linalg.norm(v, dim=1)
+        c = f64(self.magnitude).to(v.device) / torch.linalg.norm(v, dim=1)
         return c[:, None] * v - w0
 
 
@@ -115,6 +111,17 @@ def peft_updates(model, adapter: str = ADAPTER) -> list[LayerUpdate]:
     return out
 
 
+def f64(t):
+    """A float64 copy of a tensor where float64 exists: Apple GPUs (mps) have none, so those
+    tensors come to the CPU first."""
+    import torch
+
+    t = torch.as_tensor(t).detach()
+    if t.device.type == "mps":
+        t = t.cpu()
+    return t.to(torch.float64)
+
+
 def _linear_weight_ok(module) -> bool:
     weight = getattr(module.get_base_layer(), "weight", None)
     return weight is not None and weight.dim() == 2
@@ -142,8 +149,6 @@ def _lora(name, layer, adapter):
 
 
 def _vera(name, layer, adapter):
-    import torch
-
     if adapter not in layer.vera_lambda_d or not _linear_weight_ok(layer):
         return None
     vera_A, vera_B = layer.vera_A[adapter], layer.vera_B[adapter]
@@ -152,15 +157,13 @@ def _vera(name, layer, adapter):
     A_s = vera_A[:, : layer.in_features].detach()
     B_s = vera_B[: layer.out_features, :].detach()
     return LayerUpdate(
-        name=name, U=lam_b.to(B_s.dtype).unsqueeze(-1) * B_s.to(lam_b.device), K=lam_d.to(torch.float64),
+        name=name, U=lam_b.to(B_s.dtype).unsqueeze(-1) * B_s.to(lam_b.device), K=lam_d,
         V=A_s.T.to(lam_b.device), base_layer=layer.get_base_layer(),
         fan_in_fan_out=bool(getattr(layer, "fan_in_fan_out", False)),
         v_key=("vera", vera_A.data_ptr(), layer.in_features))
 
 
 def _adalora(name, layer, adapter):
-    import torch
-
     if adapter not in layer.lora_E or not _linear_weight_ok(layer):
         return None
     E = layer.lora_E[adapter].detach().flatten()
@@ -168,5 +171,5 @@ def _adalora(name, layer, adapter):
     s = float(layer.scaling[adapter]) / (float(layer.ranknum[adapter]) + 1e-5)
     A, B = layer.lora_A[adapter].detach(), layer.lora_B[adapter].detach()
     return LayerUpdate(
-        name=name, U=B[:, keep], K=(E[keep].to(torch.float64) * s), V=A[keep, :].T,
+        name=name, U=B[:, keep], K=E[keep] * s, V=A[keep, :].T,
         base_layer=layer.get_base_layer(), fan_in_fan_out=bool(getattr(layer, "fan_in_fan_out", False)))
