@@ -4,7 +4,8 @@ What it measures (plain-text tables, no timed asserts; numbers are medians of re
 minimum beside them, because a small shared VM's timings are noisy):
 
   Part 1  synthetic d = k = 2048: the fast singular values of ΔW = U·diag(K)·Vᵀ from its factors
-          (spectra.lowrank_svdvals: thin QRs + SVD of a small core, float64) against dense
+          (spectra.lowrank_svdvals: thin QRs + SVD of a small core, float64; and
+          spectra.gram_svdvals, the Gram route the live monitor uses) against dense
           torch.linalg.svdvals of the formed ΔW in float64 (the reference) and float32, for
           r = 16 (LoRA), r = 64 and r = 256 (VeRA-like), each with and without a cached R of V
           (R_V=). K is a diagonal log-spaced from 1 to 1e-2. Errors are |σ_fast − σ_ref| over the
@@ -26,6 +27,7 @@ it under $LORA_STUDIO_HOME/cache, by default the studio's own data folder, so la
     .venv/bin/python tests/bench/bench_telemetry.py            # full, ~10-15 min on 2 CPU cores
     .venv/bin/python tests/bench/bench_telemetry.py --quick    # fewer repeats and steps, ~5 min
     .venv/bin/python tests/bench/bench_telemetry.py --steps 50 --dora-steps 0 --parts 1,3
+    .venv/bin/python tests/bench/bench_telemetry.py --parts 3 --steps 60 --dora-steps 0 --also vera:60
 
 Not a test: pytest does not collect bench_*.py files.
 """
@@ -65,7 +67,8 @@ transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()   # "Loading weights" bars
 
 from studio.core.telemetry.monitor import Telemetry  # noqa: E402
-from studio.core.telemetry.spectra import dense_svdvals, lowrank_svdvals, qr_r  # noqa: E402
+from studio.core.telemetry.spectra import (dense_svdvals, gram_root, gram_svdvals, lowrank_svdvals,  # noqa: E402
+                                           qr_r)
 
 BUNDLED = "bundled:smollm2-135m-instruct"
 VARIANTS = ("lora", "vera", "lora-fa", "adalora", "dora", "delta-lora")
@@ -138,7 +141,8 @@ def section(title: str) -> None:
 # -- part 1: synthetic ----------------------------------------------------------------------------
 
 def part1(quick: bool) -> None:
-    section("Part 1: synthetic d = k = 2048, fp32 factors; fast (QR + small SVD, fp64) vs dense svdvals")
+    section("Part 1: synthetic d = k = 2048, fp32 factors; fast (QR + small SVD, or Gram + eigvalsh, fp64) "
+            "vs dense svdvals")
     d = 2048
     fast_reps, dense_reps = (10, 3) if quick else (30, 5)
     g = torch.Generator().manual_seed(0)
@@ -158,10 +162,19 @@ def part1(quick: bool) -> None:
         sv32 = torch.linalg.svdvals((U * K) @ V.T)
         t_fast = times(lambda: lowrank_svdvals(U, K, V), fast_reps, warmup=2)
         t_cached = times(lambda: lowrank_svdvals(U, K, None, R_V=R_V), fast_reps, warmup=2)
+        def gram():   # the route the monitor takes: Grams of the factors, eigvalsh of a q×q core
+            U64, V64 = U.double(), V.double()
+            return gram_svdvals(U64.T @ U64, K, gram_root(V64.T @ V64))
+
+        L_V = gram_root(V.double().T @ V.double())   # cached for a frozen V
+        sv_gram = gram()
+        t_gram = times(gram, fast_reps, warmup=2)
+        t_gram_cached = times(lambda: gram_svdvals(U.double().T @ U.double(), K, L_V), fast_reps, warmup=2)
         t_d64 = times(lambda: torch.linalg.svdvals(form64()), dense_reps)
         t_d32 = times(lambda: torch.linalg.svdvals((U * K) @ V.T), dense_reps)
         base = med(t_d64)
         for name, ts, sv in (("fast", t_fast, sv_fast), ("fast, cached R_V", t_cached, sv_cached),
+                             ("Gram (monitor)", t_gram, sv_gram), ("Gram, cached L_V", t_gram_cached, sv_gram),
                              ("dense fp32", t_d32, sv32), ("dense fp64 (ref)", t_d64, ref)):
             e_max, e_each = errors(sv, ref, r)
             rows.append([label, name, med(ts) * 1e3, min(ts) * 1e3, base / med(ts), e_max, e_each])
@@ -379,7 +392,7 @@ def run_session(variant: str, steps: int, out_dir: Path) -> dict:
             "skipped": [e["message"] for e in events if e["type"] == "progress" and "telemetry skipped" in e["message"]]}
 
 
-def part3(steps: int, dora_steps: int, budget_s: float) -> None:
+def part3(steps: int, dora_steps: int, budget_s: float, also: tuple = ()) -> None:
     section("Part 3: telemetry share of real runs (default.toml, CPU, telemetry.every = 10)")
     t0 = time.perf_counter()
     out_dir = Path(tempfile.mkdtemp(prefix="bench-telemetry-runs-"))
@@ -398,6 +411,10 @@ def part3(steps: int, dora_steps: int, budget_s: float) -> None:
                 print(f"  dora: {results[-1]['steps']} steps, run took {results[-1]['wall']:.0f} s", flush=True)
             else:
                 print(f"  dora skipped: about {guess:.0f} s more would exceed this part's {budget_s:.0f} s")
+        for spec in also:   # --also vera:30 and the like
+            name, _, n = spec.partition(":")
+            results.append(run_session(name, int(n or steps), out_dir))
+            print(f"  {name}: {results[-1]['steps']} steps, run took {results[-1]['wall']:.0f} s", flush=True)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     rows = []
@@ -429,6 +446,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dora-steps", type=int, default=None,
                         help="steps of the DoRA run in part 3 (20; --quick 10; 0: skip)")
     parser.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 1,3")
+    parser.add_argument("--also", action="append", default=[], metavar="VARIANT:STEPS",
+                        help="one more real run in part 3, e.g. --also vera:30 (repeatable)")
     args = parser.parse_args(argv)
     steps = args.steps if args.steps is not None else (10 if args.quick else 30)
     dora_steps = args.dora_steps if args.dora_steps is not None else (10 if args.quick else 20)
@@ -444,7 +463,7 @@ def main(argv=None) -> int:
     if "2" in parts:
         part2(args.quick)
     if "3" in parts:
-        part3(steps, dora_steps, budget_s=240 if args.quick else 360)
+        part3(steps, dora_steps, budget_s=240 if args.quick else 360, also=tuple(args.also))
     print(f"\ntotal: {time.perf_counter() - started:.0f} s")
     return 0
 

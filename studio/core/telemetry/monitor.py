@@ -62,14 +62,13 @@ class Telemetry:
         self.spent = 0.0                 # seconds of telemetry so far (computing and emitting)
         self.dense_spent = 0.0
         self._dense_estimate: float | None = None
-        self._last_cost: float | None = None   # the last measurement without its dense pass
+        self._last_cost: float | None = None   # cheapest measurement so far, without a dense pass
         self.postponed = 0                      # scheduled measurements skipped for the budget
         self._postponed_since = 0
         self._last_dense_step: int | None = None
         self._last_step: int | None = None
         self._began: float | None = None
         self._trained_at_last = 0.0            # training time at the end of the last measurement
-        self._measured = 0
         self._idle = 0.0                       # paused seconds, not training time
         self._vtv_cache: dict = {}             # VᵀV of a frozen V, by v_key
         self._row_norms: dict[str, Any] = {}   # ‖w0_n‖² per layer, float64 (W0 never changes)
@@ -116,12 +115,13 @@ class Telemetry:
                 self._postponed_since += 1
 
     def _in_budget(self) -> bool:
-        """May a scheduled measurement run? When the last one cost at most `budget` of the training
-        time since it (a rate, so one-off costs — the first call fills caches — postpone nothing).
-        The first always runs: there is nothing to estimate from."""
+        """May a scheduled measurement run? When a measurement's cost (the cheapest so far) is at
+        most `budget` of the training time since the last one: a rate, so one-off costs do not
+        pile up into postponements. The first always runs: there is nothing to estimate from."""
         if self.budget <= 0 or self._last_cost is None:
             return True
         return self._last_cost <= self.budget * (self.training_time() - self._trained_at_last)
+
 
     def _fits(self, cost: float) -> bool:
         """Would `cost` more seconds keep all telemetry so far within the budget? (For the dense
@@ -186,10 +186,10 @@ class Telemetry:
             ok = False
         self._postponed_since = 0
         if ok:
-            # the first measurement fills caches and warms the linear algebra up: its cost says
-            # little about the next, so the budget starts counting from the second
-            self._last_cost = None if self._measured == 0 else cost - self._dense_cost
-            self._measured += 1
+            # the cheapest measurement so far is the estimate: the first fills caches, and a busy
+            # machine only ever adds time, so the minimum is the measurement's own cost
+            regular = cost - self._dense_cost
+            self._last_cost = regular if self._last_cost is None else min(self._last_cost, regular)
             self._last_step = step
         self.spent += self.clock() - started
         self._trained_at_last = self.training_time()
@@ -237,7 +237,7 @@ class Telemetry:
         import torch
 
         sv = sv.detach().cpu()
-        if not bool(torch.isfinite(sv).all()):
+        if summary is None and not bool(torch.isfinite(sv).all()):   # a group's rows are checked there
             return {"sv": [], "stable_rank": None, "effective_rank": None, "k90": None, "k99": None,
                     "kind": kind, "fro_norm": None}
         entry = dict(summary) if summary is not None else summarize(sv)
@@ -312,9 +312,13 @@ class Telemetry:
                 n0 = self._row_norms[u.name] = _row_norms2(W, device)
             return None, n0
         # in float32 at least (a bf16 W·V would cost ΔM/ΔD three digits); caching it loses nothing
-        wide = W.dtype if W.dtype in (torch.float32, torch.float64) else torch.float32
-        G_w = W.to(wide) @ u.V.detach().to(W.device, wide)
-        G_now = _to64(G_w, device)
+        V = u.V.detach()
+        if W.dtype not in (torch.float32, torch.float64):
+            W = W.float()
+        if V.dtype != W.dtype or V.device != W.device:
+            V = V.to(W.device, W.dtype)
+        G_w = W @ V
+        G_now = G_w.to(torch.float64) if G_w.device == device else _to64(G_w, device)
         UO = VtV = None
         if u.offset_K is not None:   # W moved (Delta-LoRA): W0·V = W_now·V − U·o·(VᵀV)
             V64 = _to64(u.V.detach(), device)
@@ -398,7 +402,7 @@ class _Group:
         self.d_in, self.q = u0.V.shape
         # stack in the factors' own dtype, move, then convert once (mps has no float64)
         self.U = _to64(torch.stack([u.U.detach() for u in items]), self.device)
-        self.K = _to64(torch.stack([torch.as_tensor(u.K).detach().to(u0.U.device) for u in items]), self.device)
+        self.K = _to64(torch.stack([torch.as_tensor(u.K).detach() for u in items]), self.device)
         missing = [u for u in items if u.v_key is None or u.v_key not in vtv_cache]
         fresh = {}
         if missing:
