@@ -290,7 +290,7 @@ def test_dora_live_spectrum_is_the_directional_part_and_exact_is_full_rank():
         ratio = u.magnitude.double().abs() / u.w0().norm(dim=1)             # m / ‖w0‖, row by row
         got = entry["magnitude"]
         assert (got["mean"], got["min"], got["max"]) == pytest.approx(
-            (float(ratio.mean()), float(ratio.min()), float(ratio.max())), rel=1e-9)
+            (float(ratio.mean()), float(ratio.min()), float(ratio.max())), rel=1e-6)
         assert got["max"] > got["min"] + 0.01 and got["max"] > 1.001   # _randomize scaled m by 1..1.2
     events.clear()
     telemetry.finish(step=1)       # step 1 was measured and the exact pass does not fit: nothing new
