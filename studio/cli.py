@@ -1,5 +1,7 @@
-"""`lora-studio`: the command line.
+"""`lora-studio`: the window and the command line.
 
+    lora-studio                                                    open the window (default run loaded)
+    lora-studio CONFIG.toml | RUN_FOLDER                           open the window with a config or a past run
     lora-studio train CONFIG.toml [--set section.key=value ...]   train; prints the run folder
     lora-studio train --resume RUN_FOLDER                          continue from its last checkpoint
     lora-studio variants [--options]                               the variants and their options
@@ -231,10 +233,21 @@ def cmd_variants(args) -> int:
     return 0
 
 
+def cmd_gui(args) -> int:
+    from studio.ui.app import main as gui_main
+
+    return gui_main(args.path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora-studio",
                                      description="Parameter-efficient fine-tuning: LoRA and seven variants.")
+    parser.epilog = ("With no command, or with a CONFIG.toml or RUN_FOLDER, lora-studio opens the window: "
+                     "lora-studio [CONFIG.toml | RUN_FOLDER]")
     sub = parser.add_subparsers(dest="command")
+    gui = sub.add_parser("gui", help="open the window (the default with no command)")
+    gui.add_argument("path", nargs="?", help="a run config (.toml) or a run folder to open")
+    gui.set_defaults(func=cmd_gui)
 
     train = sub.add_parser("train", help="train an adapter from a run config (TOML)")
     train.add_argument("config", nargs="?", help="the run config, e.g. resources/configs/default.toml")
@@ -251,7 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS = ("train", "variants", "gui")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
+        # no command, or a path: the window (Qt and the charts load only on this path)
+        if len(argv) > 1:
+            _err(f"expected one CONFIG.toml or RUN_FOLDER to open, got {len(argv)} arguments "
+                 "(see lora-studio --help)")
+            return 2
+        from studio.ui.app import main as gui_main
+
+        return gui_main(argv[0] if argv else None)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

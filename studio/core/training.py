@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 import traceback
@@ -316,9 +317,11 @@ class Session:
         opts = cfg.variant_options()
 
         resolved = resolve_source(cfg.model.source, cfg.model.trust_remote_code, progress=self._progress)
+        self._check_cancelled()
         self.tokenizer = load_tokenizer(resolved, cfg.model.trust_remote_code)
         self._progress("reading the dataset")
         data = prepare_data(cfg.data, self.tokenizer, cfg.model.task, seed=cfg.train.seed)
+        self._check_cancelled()
         if data.chat_template_used == "fallback-chatml":
             # saved with the adapter, so generation formats prompts the way training did
             self.tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
@@ -328,6 +331,7 @@ class Session:
         base = load_model(resolved, cfg.model.task, label_names=data.label_names, dtype=torch.float32,
                           trust_remote_code=cfg.model.trust_remote_code, pad_token_id=self.tokenizer.pad_token_id)
         base.to(device)
+        self._check_cancelled()
 
         total = planned_steps(len(data.train), cfg.train.batch_size, cfg.train.grad_accum, cfg.train.epochs,
                               cfg.train.max_steps)
@@ -397,6 +401,10 @@ class Session:
         except torch.cuda.OutOfMemoryError:
             raise TrainingError("out of GPU memory: lower train.batch_size or data.max_seq_len, "
                                 "or set train.gradient_checkpointing = true") from None
+        finally:
+            # bf16/fp16: accelerate wrapped model.forward in autocast and the Trainer leaves it so;
+            # restore the plain forward, so the model computes in its own fp32 after the run
+            trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
         self._timing = {"train_s": time.perf_counter() - started - self._paused_s, "paused_s": self._paused_s,
                         "telemetry_s": self.telemetry.spent,
                         "telemetry_postponed": self.telemetry.postponed}
@@ -412,6 +420,12 @@ class Session:
         return status, self._save_adapter(model, variant, opts, resolved)
 
     # -- pieces ------------------------------------------------------------------------------
+
+    def _check_cancelled(self) -> None:
+        """Preparation (a GGUF conversion, tokenization, loading) runs before any folder exists;
+        a stop asked meanwhile ends the run at the next phase boundary with nothing written."""
+        if self.control.stop_requested and self.resume_dir is None:
+            raise _StoppedBeforeStart()
 
     def _saved_state(self) -> dict:
         if self.resume_dir is None:
@@ -468,6 +482,21 @@ class _StoppedBeforeStart(StudioError):
 
     def __init__(self):
         super().__init__("stopped before training started")
+
+
+def memory_mb(device) -> float | None:
+    """Memory in use, in MiB: the CUDA allocator's live bytes on a GPU (a host-side counter, no
+    sync), this process's resident set on the CPU (Linux /proc; None elsewhere)."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        return torch.cuda.memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _finite(value) -> bool:
@@ -539,7 +568,7 @@ def _build_event_callback_class():
                 self._last_time, self._last_tokens = now, tokens
                 s._emit("step", loss=logs.get("loss"), lr=logs.get("learning_rate"),
                         grad_norm=logs.get("grad_norm"), tokens_per_s=tps, epoch=logs.get("epoch"),
-                        total_steps=state.max_steps)
+                        total_steps=state.max_steps, memory_mb=memory_mb(args.device))
                 if s.control.stop_requested:  # asked while this step was being reported
                     control.should_training_stop = True
                     control.should_save = True

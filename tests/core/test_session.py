@@ -151,3 +151,21 @@ def test_a_nan_loss_fails_the_run_and_saves_no_adapter(tiny_llama, tmp_path, mon
     assert result.adapter_path is None and not (result.run_dir / "adapter").exists()
     # the last checkpoint is the good one from step 2
     assert [e["step"] for e in recorder.of("checkpoint")] == [2]
+
+
+def test_mixed_precision_run_leaves_the_model_in_its_own_precision(tiny_llama, tmp_path):
+    """accelerate wraps forward in autocast for bf16; after the run the model computes in fp32
+    again (the wrapper is removed), so anything using it afterwards is not silently in bf16."""
+    import torch
+
+    session = Session(_config(tiny_llama, tmp_path, {"name": "lora", "r": 4}, max_steps=2, precision="bf16"))
+    result = session.run()
+    assert result.status == "completed", result.error
+    model = session.model
+    assert "_original_forward" not in model.__dict__
+    ids = torch.tensor([[1, 5, 9, 13]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+        base_dtype_logits = model.get_base_model()(input_ids=ids).logits
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, base_dtype_logits)

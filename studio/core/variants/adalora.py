@@ -38,6 +38,7 @@ class AdaLoraOptions(CommonOptions):
 class AdaLora(Variant):
     name = "adalora"
     description = "SVD-shaped adapters whose ranks are reallocated between layers during training by importance."
+    paper = "Zhang et al. 2023, AdaLoRA: Adaptive Budget Allocation for Parameter-Efficient Fine-Tuning (arXiv:2303.10512)"
     options_cls = AdaLoraOptions
 
     def build(self, model, opts, ctx):

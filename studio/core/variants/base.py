@@ -68,9 +68,19 @@ class BuildContext:
 class Variant:
     name: str = ""
     description: str = ""
+    paper: str = ""            # the paper it follows: authors, year, title (arXiv id)
     options_cls: type = CommonOptions
     # peft "task_type" names for the two tasks
     TASK_TYPES = {"causal-lm": "CAUSAL_LM", "sequence-classification": "SEQ_CLS"}
+
+    @property
+    def summary(self) -> str:
+        """The first paragraph of the variant's module docstring: what its paper does and how it
+        is built here (the window shows it under the variant selector)."""
+        import sys
+
+        doc = (sys.modules[type(self).__module__].__doc__ or "").strip()
+        return " ".join(doc.split("\n\n")[0].split())
 
     def build(self, model, opts, ctx: BuildContext):
         raise NotImplementedError

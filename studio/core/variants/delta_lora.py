@@ -204,6 +204,7 @@ def make_callback(tracker: DeltaLoraTracker):
 class DeltaLora(Variant):
     name = "delta-lora"
     description = "LoRA that also moves the frozen weight by λ times each step's change of BA, after K steps."
+    paper = "Zi et al. 2023, Delta-LoRA: Fine-Tuning High-Rank Parameters with the Delta of Low-Rank Matrices (arXiv:2309.02411)"
     options_cls = DeltaLoraOptions
 
     def __init__(self):

@@ -18,6 +18,7 @@ class DoraOptions(LoraOptions):
 class Dora(Variant):
     name = "dora"
     description = "Weight split into magnitude and direction; LoRA updates the direction, the magnitude trains."
+    paper = "Liu et al. 2024, DoRA: Weight-Decomposed Low-Rank Adaptation (arXiv:2402.09353)"
     options_cls = DoraOptions
 
     def build(self, model, opts, ctx):

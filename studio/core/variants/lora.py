@@ -23,6 +23,7 @@ def lora_init_kwargs(opts) -> dict:
 class Lora(Variant):
     name = "lora"
     description = "Frozen weights plus a trainable low-rank update BA (A random, B zero), scaled by alpha/r."
+    paper = "Hu et al. 2021, LoRA: Low-Rank Adaptation of Large Language Models (arXiv:2106.09685)"
     options_cls = LoraOptions
 
     def build(self, model, opts, ctx):

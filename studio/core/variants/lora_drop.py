@@ -215,6 +215,7 @@ def _unload_keeping_base(peft_model):
 class LoraDrop(Variant):
     name = "lora-drop"
     description = "Measure each LoRA module's output on a sample; keep the important ones, others share one pair."
+    paper = "Zhou et al. 2024, LoRA-drop: Efficient LoRA Parameter Pruning based on Output Evaluation (arXiv:2402.07721)"
     options_cls = LoraDropOptions
 
     def __init__(self):

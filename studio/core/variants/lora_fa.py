@@ -21,6 +21,7 @@ class LoraFAOptions(LoraOptions):
 class LoraFA(Variant):
     name = "lora-fa"
     description = "LoRA with A frozen after its random init; only B trains (less activation memory)."
+    paper = "Zhang et al. 2023, LoRA-FA: Memory-efficient Low-rank Adaptation (arXiv:2308.03303)"
     options_cls = LoraFAOptions
 
     def build(self, model, opts, ctx):

@@ -24,6 +24,7 @@ class LoraPlusOptions(LoraOptions):
 class LoraPlus(Variant):
     name = "lora-plus"
     description = "LoRA with a much higher learning rate for B than for A (ratio ~16)."
+    paper = "Hayou et al. 2024, LoRA+: Efficient Low Rank Adaptation of Large Models (arXiv:2402.12354)"
     options_cls = LoraPlusOptions
 
     def build(self, model, opts, ctx):

@@ -21,6 +21,7 @@ class VeraOptions(CommonOptions):
 class Vera(Variant):
     name = "vera"
     description = "Frozen random A and B shared by all layers; only two scaling vectors per layer train."
+    paper = "Kopiczko et al. 2024, VeRA: Vector-based Random Matrix Adaptation (arXiv:2310.11454)"
     options_cls = VeraOptions
 
     def build(self, model, opts, ctx):

@@ -1,0 +1,94 @@
+"""Opening the window: `lora-studio`, `lora-studio CONFIG.toml`, `lora-studio RUN_FOLDER`.
+
+    from studio.ui.app import open_window
+    window = open_window("runs/20261122-101500-lora")   # reuses a running QApplication (tests)
+
+The window appears before anything heavy is imported: torch, transformers and peft load in the
+worker thread when a run starts (napari's lazy-viewer pattern), so launch to a visible window
+takes Qt's start-up and ours, no more.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+APP_NAME = "LoRA Studio"
+ORG_NAME = "lora-studio"
+
+
+def application():
+    """The running QApplication, or a new one named for QSettings and QStandardPaths."""
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+        icon = Path(__file__).resolve().parents[2] / "resources" / "icons" / "lora-studio.svg"
+        if icon.is_file():
+            app.setWindowIcon(QIcon(str(icon)))
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName(ORG_NAME)
+    app.setApplicationDisplayName(APP_NAME)
+    return app
+
+
+def open_window(path: str | Path | None = None, settings=None):
+    """Make and show the main window, with a run config or a past run loaded if given."""
+    from .main_window import MainWindow
+    from .theme import apply_theme
+
+    app = application()
+    window = MainWindow(settings=settings)
+    apply_theme(app, str(window.settings.value("theme", "system")))
+    if path is not None:
+        window.load(path)
+    window.show()
+    return window
+
+
+_OPEN: list = []   # windows opened into a QApplication someone else runs (tests, an embedding app)
+
+
+def main(path: str | None = None) -> int:
+    """The GUI entry point. With no QApplication yet it makes one and runs its event loop (the
+    return value is the loop's exit code); with one already running it opens the window into it
+    and returns 0 at once, so a test can drive the real window in-process."""
+    if path is not None and not Path(path).expanduser().exists():
+        print(f"lora-studio: error: {path}: no such run config or run folder", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from PySide6.QtWidgets import QApplication
+
+        import pyqtgraph  # noqa: F401
+    except ImportError:
+        print("lora-studio: error: the window needs PySide6 and pyqtgraph "
+              "(pip install 'lora-studio[gui]'); the command line works without them", file=sys.stderr)
+        return 2
+    existing = QApplication.instance() is not None
+    app = application()
+    window = open_window(path)
+    if existing:
+        _OPEN.append(window)
+        return 0
+    try:
+        return app.exec()
+    finally:
+        dispose(window)
+
+
+def dispose(window) -> None:
+    """Delete the window's Qt objects while the interpreter is still whole, rather than in
+    Python's final garbage collection, where the order of Qt and Python deletions is arbitrary."""
+    import gc
+
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    window.close()
+    window.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    del window
+    gc.collect()

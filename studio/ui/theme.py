@@ -1,0 +1,64 @@
+"""Light and dark themes. "system" follows the desktop's colour scheme (Qt 6.5+ reports it through
+QStyleHints.colorScheme and signals its changes); "light" and "dark" force one. The Fusion style
+draws both the same way on every platform; charts read their colours from the palette."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+THEMES = ("system", "light", "dark")
+_state = {"mode": "system", "connected": False, "default_palette": None}
+
+
+def dark_palette() -> QPalette:
+    p = QPalette()
+    window, base, text = QColor(37, 38, 41), QColor(27, 28, 30), QColor(222, 222, 222)
+    disabled = QColor(120, 120, 120)
+    role = QPalette.ColorRole
+    for r, c in ((role.Window, window), (role.WindowText, text), (role.Base, base),
+                 (role.AlternateBase, QColor(45, 46, 50)), (role.ToolTipBase, QColor(50, 50, 54)),
+                 (role.ToolTipText, text), (role.PlaceholderText, QColor(140, 140, 140)),
+                 (role.Text, text), (role.Button, QColor(50, 51, 55)), (role.ButtonText, text),
+                 (role.BrightText, QColor(255, 90, 90)), (role.Link, QColor(100, 160, 255)),
+                 (role.Highlight, QColor(58, 110, 200)), (role.HighlightedText, QColor(255, 255, 255))):
+        p.setColor(r, c)
+    for r in (role.WindowText, role.Text, role.ButtonText):
+        p.setColor(QPalette.ColorGroup.Disabled, r, disabled)
+    return p
+
+
+def system_is_dark(app: QApplication) -> bool:
+    try:
+        return app.styleHints().colorScheme() == Qt.ColorScheme.Dark
+    except AttributeError:   # Qt < 6.5: judge by the default palette
+        return app.palette().color(QPalette.ColorRole.Window).lightness() < 128
+
+
+def apply_theme(app: QApplication, mode: str = "system") -> str:
+    """Apply a theme; returns the one in effect ("light" or "dark")."""
+    if mode not in THEMES:
+        mode = "system"
+    _state["mode"] = mode
+    if _state["default_palette"] is None:
+        app.setStyle("Fusion")
+        _state["default_palette"] = QPalette(app.palette())
+    if not _state["connected"]:
+        try:
+            app.styleHints().colorSchemeChanged.connect(lambda *_: _on_scheme_changed(app))
+        except AttributeError:
+            pass
+        _state["connected"] = True
+    dark = mode == "dark" or (mode == "system" and system_is_dark(app))
+    app.setPalette(dark_palette() if dark else QPalette(app.style().standardPalette()))
+    return "dark" if dark else "light"
+
+
+def is_dark(app: QApplication) -> bool:
+    return app.palette().color(QPalette.ColorRole.Window).lightness() < 128
+
+
+def _on_scheme_changed(app: QApplication) -> None:
+    if _state["mode"] == "system":
+        apply_theme(app, "system")
