@@ -407,6 +407,20 @@ def _pad_id(tokenizer) -> int:
 # -- the whole pipeline ---------------------------------------------------------------------------
 
 
+def settle_format(section: "DataSection", rows, task: str, where: str) -> str:
+    """The format rows are read in: the configured one, or detected from the columns ("auto").
+    Classification columns may be named in the section; they are checked later."""
+    fmt = section.format
+    if fmt in ("", "auto"):
+        fmt = "classification" if task == "sequence-classification" else detect_format(rows, task, where)
+    elif fmt not in FORMATS:
+        raise DataError(f"data.format '{fmt}' is not one of auto, {', '.join(FORMATS)}")
+    if (fmt == "classification") != (task == "sequence-classification"):
+        raise DataError(f"{where}: format '{fmt}' does not fit task '{task}' "
+                        f"(classification data goes with sequence-classification, the others with causal-lm)")
+    return fmt
+
+
 def prepare_data(section: "DataSection", tokenizer, task: str, seed: int = 0) -> PreparedData:
     """Read, check, format, tokenize, truncate, split (and pack) the data a run config names."""
     import datasets
@@ -415,14 +429,7 @@ def prepare_data(section: "DataSection", tokenizer, task: str, seed: int = 0) ->
         raise DataError(f"data: unknown task '{task}' (expected one of {', '.join(TASKS)})")
     where = Path(section.path).name
     rows = read_rows(section.path)
-    fmt = section.format
-    if fmt in ("", "auto"):  # classification columns may be named in the section; checked below
-        fmt = "classification" if task == "sequence-classification" else detect_format(rows, task, where)
-    elif fmt not in FORMATS:
-        raise DataError(f"data.format '{fmt}' is not one of auto, {', '.join(FORMATS)}")
-    if (fmt == "classification") != (task == "sequence-classification"):
-        raise DataError(f"{where}: format '{fmt}' does not fit task '{task}' "
-                        f"(classification data goes with sequence-classification, the others with causal-lm)")
+    fmt = settle_format(section, rows, task, where)
     max_len = int(section.max_seq_len)
     causal = task == "causal-lm"
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .config import find_file
-from .data import (FORMATS, IGNORE, _classification_columns, _examples, _pack, _truncate, classification_labels,
-                   detect_format)
+from .data import (IGNORE, _classification_columns, _examples, _pack, _truncate, classification_labels,
+                   settle_format)
 from .datafiles import read_rows
 from .errors import DataError, ModelError
 from .models import BUNDLED, gguf_cache_folder, locate_source
@@ -569,14 +569,7 @@ def preview_dataset(data: "DataSection", model_source: str, task: str, rows: int
     table = read_rows(section.path)
     check()
     # the format, as prepare_data settles it
-    fmt = section.format
-    if fmt in ("", "auto"):
-        fmt = "classification" if task == "sequence-classification" else detect_format(table, task, where)
-    elif fmt not in FORMATS:
-        raise DataError(f"data.format '{fmt}' is not one of auto, {', '.join(FORMATS)}")
-    if (fmt == "classification") != (task == "sequence-classification"):
-        raise DataError(f"{where}: format '{fmt}' does not fit task '{task}' "
-                        f"(classification data goes with sequence-classification, the others with causal-lm)")
+    fmt = settle_format(section, table, task, where)
     max_len = int(section.max_seq_len)
     causal = task == "causal-lm"
     packing = causal and fmt == "text" and bool(section.pack)
