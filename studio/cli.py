@@ -5,6 +5,7 @@
     lora-studio train CONFIG.toml [--set section.key=value ...]   train; prints the run folder
     lora-studio train --resume RUN_FOLDER                          continue from its last checkpoint
     lora-studio variants [--options]                               the variants and their options
+    lora-studio gallery|export|combine|resize|generate ...         finished adapters (see cli_gallery.py)
 
 Exit codes: 0 success, 1 a failure while training, 2 bad input (config, dataset, model), 130
 interrupted. Errors are one line naming the file, line or field; no traceback unless
@@ -21,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from studio.cli_gallery import COMMANDS as GALLERY_COMMANDS
 from studio.core.telemetry.monitor import RELATIVE_UPDATE
 
 
@@ -261,10 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     variants.add_argument("--options", action="store_true", help="also list each variant's options")
     variants.add_argument("--json", action="store_true", help="everything as JSON")
     variants.set_defaults(func=cmd_variants)
+
+    from studio.cli_gallery import add_commands
+
+    add_commands(sub)
     return parser
 
 
-COMMANDS = ("train", "variants", "gui")
+COMMANDS = ("train", "variants", "gui") + GALLERY_COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,6 +62,7 @@ class TrainSection:
     seed: int = option(0, "Random seed for init, shuffling and dropout", min=0)
     device: str = option("auto", "Where to train", choices=("auto", "cpu", "cuda", "mps"))
     precision: str = option("auto", "Number format for training", choices=("auto", "fp32", "bf16", "fp16"))
+    gallery: bool = option(True, "Add the finished (or stopped) run's adapter to the gallery")
 
 
 @dataclass

@@ -36,3 +36,9 @@ class TrainingError(StudioError):
     """Something failed while the run was under way. Exit code 1."""
 
     exit_code = 1
+
+
+class Cancelled(StudioError):
+    """The person stopped a long operation (an export, a combine); nothing was written."""
+
+    exit_code = 130

@@ -163,6 +163,10 @@ def load_model(resolved: ResolvedModel, task: str, *, num_labels: int = 0, label
     except OSError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelError(f"model.source: {resolved.source}: cannot read the weights ({first})") from None
+    except RuntimeError as e:   # e.g. a saved head whose size differs from the labels asked for
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"model.source: {resolved.source}: the weights do not fit the model asked for "
+                         f"({first[:300]})") from None
     if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_token_id
     return model

@@ -50,22 +50,36 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 @contextmanager
-def atomic_dir(final: Path):
+def atomic_dir(final: Path, durable: bool = True, replace: bool = True):
     """Yield a temporary folder beside `final`; on success it replaces `final` in one rename,
-    on failure it is removed and `final` is left as it was."""
+    on failure it is removed and `final` is left as it was. `durable` also fsyncs every file
+    before the rename (power-loss safety); without it the rename is still all-or-nothing for
+    the application and the person. `replace=False` raises FileExistsError instead of replacing
+    a `final` that exists by the time of the rename."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield tmp
-        for f in tmp.rglob("*"):  # on disk before the rename makes them visible
+        for f in tmp.rglob("*") if durable else ():  # on disk before the rename makes them visible
             if f.is_file():
                 with open(f, "rb") as handle:
                     os.fsync(handle.fileno())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if not replace:
+        # never over something that appeared meanwhile (another process adding the same name):
+        # rename() onto an existing non-empty folder fails instead of replacing it
+        try:
+            if final.exists():
+                raise FileExistsError(17, "exists", str(final))
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old")

@@ -74,6 +74,7 @@ class RunResult:
     adapter_path: Path | None
     error: str | None = None
     exit_code: int = 0            # 0 ok, 1 failure while training, 2 bad input
+    gallery_entry: str | None = None   # the adapter's name in the gallery, when it was added
 
 
 def pick_device(requested: str):
@@ -210,6 +211,7 @@ class Session:
         self.resume_dir = Path(resume_dir) if resume_dir else None
         self.control = control or RunControl()
         self.run_dir: Path | None = None
+        self.gallery_entry: str | None = None
         self.model = None
         self.tokenizer = None
         self._log: EventLog | None = None
@@ -231,6 +233,8 @@ class Session:
             self.config = resolved_paths(self.config)
             status, adapter = self._train()
             exit_code = 0
+            if adapter is not None and self.config.train.gallery:
+                self._add_to_gallery(status)
         except _StoppedBeforeStart:
             status, exit_code = "stopped", 0
         except StudioError as e:
@@ -248,7 +252,8 @@ class Session:
         finally:
             try:
                 self._emit("run_finished", status=status, error=error,
-                           adapter_path=str(adapter) if adapter else None, **self._timing)
+                           adapter_path=str(adapter) if adapter else None, gallery_entry=self.gallery_entry,
+                           **self._timing)
             except Exception:  # a full disk or a broken sink must not turn into a traceback
                 pass
             finally:
@@ -256,7 +261,18 @@ class Session:
                     self.telemetry.release()
                 if self._log is not None:
                     self._log.close()
-        return RunResult(self.run_dir, status, adapter, error, exit_code)
+        return RunResult(self.run_dir, status, adapter, error, exit_code, self.gallery_entry)
+
+    def _add_to_gallery(self, status: str) -> None:
+        """The saved adapter becomes a gallery entry; a failure here is reported, not fatal (the
+        adapter is safe in the run folder, and `lora-studio gallery add RUN` can retry)."""
+        from .gallery import Gallery
+
+        try:
+            self.gallery_entry = Gallery().add_run(self.run_dir, status=status).name
+            self._progress(f"added to the gallery as {self.gallery_entry}")
+        except (StudioError, OSError) as e:
+            self._progress(f"warning: the adapter was not added to the gallery ({e})")
 
     def _open_run_folder(self) -> None:
         """Make (or reopen, when resuming) the run folder and start its event log with the events
@@ -466,6 +482,9 @@ class Session:
                     "base_fingerprint": resolved.fingerprint, "task": self.config.model.task,
                     "variant": self.config.variant_name, "options": self.config.variant,
                     "run": str(self.run_dir), "step": self._step, "metrics": self._final_metrics()}
+            id2label = getattr(getattr(model, "config", None), "id2label", None)
+            if self.config.model.task == "sequence-classification" and id2label:
+                meta["labels"] = [str(id2label[i]) for i in sorted(id2label)]
             (tmp / "studio.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(str(tmp))

@@ -1,5 +1,5 @@
-"""The studio window: set-up panels on the left, live charts on the right, runs, data preview and
-log in docks, menus, a toolbar and a status bar.
+"""The studio window: set-up panels on the left, live charts on the right, runs, data preview, the
+adapter gallery and the log in docks, menus, a toolbar and a status bar.
 
 The window holds no training logic. Train builds a RunConfig from the panels and hands it to a
 RunController (worker.py), which runs a core Session in a QThread; the events it reports are
@@ -15,9 +15,10 @@ from html import escape
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
-                               QListWidgetItem, QMainWindow, QMessageBox, QPlainTextEdit, QProgressBar,
+from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QInputDialog, QLabel,
+                               QLineEdit, QListWidget, QListWidgetItem, QMainWindow, QMessageBox, QPlainTextEdit,
+                               QProgressBar,
                                QPushButton, QScrollArea, QSplitter, QTextBrowser, QVBoxLayout, QWidget)
 
 from studio import __version__
@@ -26,6 +27,7 @@ from studio.core.errors import StudioError
 from studio.core.paths import studio_home
 
 from .charts_panel import ChartsPanel
+from .gallery_view import GalleryController
 from .history import RunHistory
 from .panels import DATA_SUFFIXES, DataPanel, ModelPanel, TrainingPanel, VariantPanel
 from .theme import THEMES, apply_theme
@@ -69,6 +71,7 @@ class MainWindow(QMainWindow):
         self._status = {}
         self._run_started_at: float | None = None
         self._overlay_cache: dict[str, tuple[float, RunHistory]] = {}
+        self._gallery_entry: str | None = None     # what the run under way was added to the gallery as
 
         self._build_panels()
         self._build_central()
@@ -88,6 +91,7 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.runs_dock], [300], Qt.Orientation.Horizontal)
         self._restore_layout()
         self.set_config(default_config(), None)
+        self.gallery.view.refresh()
 
     # -- construction ------------------------------------------------------------------------
 
@@ -196,7 +200,13 @@ class MainWindow(QMainWindow):
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
         self.log_dock = self._dock("Log", "logDock", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
+
+        self.gallery = GalleryController(self)
+        self.gallery_view = self.gallery.view
+        self.gallery_dock = self._dock("Gallery", "galleryDock", self.gallery_view,
+                                       Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.runs_dock, self.preview_dock)
+        self.tabifyDockWidget(self.preview_dock, self.gallery_dock)
         self.runs_dock.raise_()
 
     def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
@@ -265,10 +275,13 @@ class MainWindow(QMainWindow):
             run.addAction(a)
         run.addSeparator()
         run.addAction(self.resume_run_action)
+        self.gallery_menu = self.gallery.build_menu(menu.addMenu("&Gallery"))
         view = menu.addMenu("&View")
         view.setObjectName("viewMenu")
-        for dock in (self.runs_dock, self.preview_dock, self.log_dock):
+        for dock in (self.runs_dock, self.preview_dock, self.gallery_dock, self.log_dock):
             view.addAction(dock.toggleViewAction())
+        self.gallery_dock.toggleViewAction().setObjectName("showGalleryAction")
+        self.gallery_dock.toggleViewAction().setShortcut(QKeySequence("Ctrl+Shift+G"))
         view.addSeparator()
         themes = view.addMenu("&Theme")
         group = QActionGroup(self)
@@ -291,6 +304,8 @@ class MainWindow(QMainWindow):
         self.toolbar.addSeparator()
         for a in (self.train_action, self.pause_action, self.resume_action, self.stop_action):
             self.toolbar.addAction(a)
+        self.toolbar.addSeparator()
+        self.toolbar.addAction(self.gallery.playground_action)
         self._update_recent_menu()
 
     def _build_status_bar(self) -> None:
@@ -557,6 +572,7 @@ class MainWindow(QMainWindow):
                                       f"{config.variant_name} on {config.model.source}")
         self._status = {"device": config.train.device, "total": 0, "step": 0}
         self._run_started_at = None
+        self._gallery_entry = None
         self.progress_bar.setRange(0, 0)     # busy until the run knows its length
         self.progress_bar.show()
         self.controller.start(config, resume_dir)
@@ -616,6 +632,7 @@ class MainWindow(QMainWindow):
         elif kind == "run_finished":
             self.log(f"run {e.get('status')} at step {e.get('step')}"
                      + (f": {e['error']}" if e.get("error") else ""))
+            self._gallery_entry = e.get("gallery_entry") or self._gallery_entry
 
     def _on_repaint_timer(self) -> None:
         if self._changed:
@@ -649,6 +666,11 @@ class MainWindow(QMainWindow):
         else:
             self.statusBar().showMessage(f"Run {status}" + (f": {result.get('adapter_path')}"
                                                             if result.get("adapter_path") else ""), 10000)
+        added = result.get("gallery_entry") or self._gallery_entry
+        self._gallery_entry = None
+        if added:
+            self.gallery.on_run_added(str(added))
+            self.log(f"the adapter is in the gallery as {added}")
         self.refresh_runs()
         self._update_actions()
         self._update_title()
@@ -811,6 +833,15 @@ class MainWindow(QMainWindow):
     def _ask_directory(self, caption: str) -> str:
         return QFileDialog.getExistingDirectory(self, caption, str(self.runs_folder() or ""))
 
+    def _ask_text(self, title: str, label: str, text: str = "") -> str | None:
+        """One line of text from the person (a new name), or None when cancelled."""
+        value, ok = QInputDialog.getText(self, title, label, QLineEdit.EchoMode.Normal, text)
+        return value if ok else None
+
+    def _open_url(self, url) -> bool:
+        """Hand a file or web address to the desktop (the file manager, the browser)."""
+        return QDesktopServices.openUrl(url)
+
     def confirm(self, title: str, text: str) -> bool:
         answer = QMessageBox.question(self, title, text,
                                       QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
@@ -874,6 +905,7 @@ class MainWindow(QMainWindow):
         self._save_layout()
         self.model_panel.shutdown()
         self.data_panel.shutdown()
+        self.gallery.shutdown()
         for thread in running_threads():   # a preview job between phases; they end at the next one
             thread.wait(60000)
         super().closeEvent(event)

@@ -14,8 +14,8 @@ no more than one of one per second. Stop and pause go to the Session's RunContro
 them between optimizer steps (and between preparation phases, so a long model conversion or
 tokenization can be cancelled).
 
-`BackgroundJob` runs any plain function the same way (a dataset preview, a model description)
-with progress messages and cancellation.
+`BackgroundJob` runs any plain function the same way (a dataset preview, a model description, a
+gallery export) with progress messages, an optional progress fraction, and cancellation.
 """
 
 from __future__ import annotations
@@ -75,7 +75,9 @@ class RunWorker(QObject):
             r = session.run(sink=self._sink)
             result = {"status": r.status, "error": r.error, "exit_code": r.exit_code,
                       "run_dir": str(r.run_dir) if r.run_dir else None,
-                      "adapter_path": str(r.adapter_path) if r.adapter_path else None}
+                      "adapter_path": str(r.adapter_path) if r.adapter_path else None,
+                      # the gallery entry the Session added the adapter as (run_finished carries it too)
+                      "gallery_entry": getattr(r, "gallery_entry", None)}
         except BaseException as e:  # Session.run reports its own failures; this is a bug or a broken sink
             text = str(e).strip().splitlines()[0] if str(e).strip() else ""
             result = {"status": "failed", "error": f"{type(e).__name__}: {text}" if text else type(e).__name__,
@@ -174,11 +176,16 @@ class JobCancelled(Exception):
 
 
 class BackgroundJob(QObject):
-    """Runs `fn(progress, should_stop)` in its own QThread. `progress(message)` may be called from
-    the function; `should_stop()` turns True once cancel() was asked. Exactly one of succeeded,
-    failed or cancelled is emitted, on the GUI thread, after which the thread has ended."""
+    """Runs `fn(progress, should_stop)` in its own QThread. `progress(message, fraction=None)` may
+    be called from the function (fraction: the share done, 0..1, when the function knows it);
+    `should_stop()` turns True once cancel() was asked. Exactly one of succeeded, failed or
+    cancelled is emitted, on the GUI thread, after which the thread has ended.
+
+    `progress` carries the message alone (what older callers listen to); `progressed` carries
+    (message, fraction or None), for a determinate progress bar."""
 
     progress = Signal(str)
+    progressed = Signal(str, object)
     succeeded = Signal(object)
     failed = Signal(str)
     cancelled = Signal()
@@ -203,6 +210,21 @@ class BackgroundJob(QObject):
 
     def cancel(self) -> None:
         self._stop.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def _report(self, message: str, fraction: float | None = None) -> None:
+        """The progress callable handed to the function (any thread)."""
+        message = str(message)
+        if fraction is not None:
+            try:
+                fraction = min(max(float(fraction), 0.0), 1.0)
+            except (TypeError, ValueError):
+                fraction = None
+        self.progress.emit(message)
+        self.progressed.emit(message, fraction)
 
     @property
     def is_running(self) -> bool:
@@ -235,10 +257,10 @@ class _JobRunner(QObject):
     def run(self) -> None:
         job = self.job
         try:
-            value = job._fn(job.progress.emit, job._stop.is_set)
+            value = job._fn(job._report, job._stop.is_set)
             outcome = "cancelled" if job._stop.is_set() else "ok"
         except BaseException as e:
-            if job._stop.is_set() or isinstance(e, JobCancelled):
+            if job._stop.is_set() or isinstance(e, JobCancelled) or _is_cancelled(e):
                 outcome, value = "cancelled", None
             else:
                 outcome, value = "error", _one_line(e)
@@ -247,6 +269,14 @@ class _JobRunner(QObject):
         # end the thread now, not when the GUI thread gets to _on_done: a window closing (or a
         # test tearing down) can then wait for it without running the event loop
         QThread.currentThread().quit()
+
+
+def _is_cancelled(e: BaseException) -> bool:
+    """The engine's own Cancelled (studio.core.errors), raised when should_stop() said so."""
+    from studio.core import errors
+
+    cancelled = getattr(errors, "Cancelled", None)
+    return cancelled is not None and isinstance(e, cancelled)
 
 
 def _one_line(e: BaseException) -> str:

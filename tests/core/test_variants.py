@@ -13,6 +13,8 @@ import torch
 
 from conftest import DATASETS
 from studio.core.config import RunConfig
+from studio.core.export import export_adapter, export_merged
+from studio.core.gallery import Gallery
 from studio.core.training import Session
 from studio.core.variants import variant_names
 
@@ -96,6 +98,23 @@ def test_variant_trains_saves_and_reloads_in_stock_peft(variant, model_kind, tin
     with torch.no_grad():
         got = reloaded(**batch).logits
     assert (got - expected).abs().max().item() <= 1e-5
+
+    # the run joined the gallery; exported from there, the adapter alone (stock PEFT) and the
+    # merged model (stock transformers, no PEFT) both give the trained model's logits
+    entry = Gallery().get(result.gallery_entry)
+    assert entry.variant == variant
+    alone = export_adapter(entry, tmp_path / "exported-adapter")
+    auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
+    base = auto.from_pretrained(source) if task == "causal-lm" else auto.from_pretrained(
+        source, num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()})
+    with torch.no_grad():
+        got = PeftModel.from_pretrained(base, str(alone)).eval()(**batch).logits
+    assert (got - expected).abs().max().item() <= 1e-4
+    merged_dir = export_merged(entry, tmp_path / "merged")
+    assert not (merged_dir / "adapter_config.json").exists()
+    with torch.no_grad():
+        got = auto.from_pretrained(str(merged_dir)).eval()(**batch).logits
+    assert (got - expected).abs().max().item() <= 1e-4
 
 
 def test_adalora_rank_count_reaches_budget_in_a_session(tiny_llama, tmp_path, recorder):

@@ -65,6 +65,19 @@ def test_smollm2_chat_lora_from_the_cli(tmp_path, capsys):
     assert torch.isfinite(after).all()
     assert (after - before).abs().max().item() > 0
 
+    # the run joined the gallery; exported merged from the CLI, stock transformers (no PEFT)
+    # loads the folder and gives the adapted model's logits
+    assert main(["gallery", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    name = next(e["name"] for e in listed if e["source_run"] == str(run_dir))
+    assert main(["export", name, "--merged", str(tmp_path / "merged")]) == 0
+    capsys.readouterr()
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged")).eval()
+    with torch.no_grad():
+        got = merged(**ids).logits
+    assert (got - after).abs().max().item() <= 1e-4
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "merged")).chat_template
+
 
 def test_minilm_classification_from_the_cli(tmp_path, capsys):
     run_dir = _train(capsys, "model.source=bundled:minilm-l6", "model.task=sequence-classification",

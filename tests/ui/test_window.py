@@ -99,7 +99,7 @@ def test_stable_names_and_default_run_loaded(make_window):
     assert window.raw_config()["model"]["source"] == "bundled:smollm2-135m-instruct"
     assert window.raw_config()["data"]["path"].endswith("chat_sample.jsonl")
     menus = [a.text().replace("&", "") for a in window.menuBar().actions()]
-    assert menus == ["File", "Run", "View", "Help"]
+    assert menus == ["File", "Run", "Gallery", "View", "Help"]
 
 
 def test_variant_form_is_built_from_the_dataclass_fields(make_window):

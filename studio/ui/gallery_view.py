@@ -1,0 +1,1163 @@
+"""The adapter gallery in the window: a list of cards with search, sort and filters, the selected
+adapter's details (metadata, notes, its run's last spectrum and importance, what it combines
+with), and the actions on adapters (GalleryController): import, export, combine, resize, rename,
+delete, open folder, playground.
+
+    view = GalleryView()                    # objectName "galleryView"; a dock in the window
+    view.refresh(select="my-adapter")       # re-read studio.core.gallery.Gallery()
+    view.visible_names()                    # what the cards show now, top to bottom
+    controller = GalleryController(window)  # owns view, actions, dialogs and the one gallery job
+
+Listing, renaming, annotating and deleting are instant (JSON files and folder renames) and run on
+the GUI thread; everything that touches tensors (export, combine, resize, the playground) or
+copies an adapter (import) runs in a BackgroundJob with a progress bar and a Cancel button.
+No torch here: studio.core.export imports it inside its functions, on the job's thread.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import (QAbstractListModel, QFileSystemWatcher, QModelIndex, QObject, QPointF, QRectF, QSize, Qt,
+                            QTimer, QUrl, Signal)
+from PySide6.QtGui import QAction, QColor, QFont, QFontMetrics, QPainter, QPainterPath, QPalette, QPen
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QLineEdit, QListView, QListWidget,
+                               QListWidgetItem, QMenu, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea,
+                               QSizePolicy, QSplitter, QStackedWidget, QStyle, QStyledItemDelegate, QTabWidget,
+                               QVBoxLayout, QWidget)
+
+from studio.core.errors import StudioError
+from studio.core.gallery import Entry, Gallery
+
+from .charts import ImportanceChart, SpectrumChart
+from .charts.common import SERIES_COLOURS
+from .history import RunHistory
+from .worker import BackgroundJob
+
+CARD_ROLE = Qt.ItemDataRole.UserRole + 1
+SORTS = {"newest": "Newest first", "oldest": "Oldest first", "name": "Name", "loss": "Final loss (lowest first)",
+         "size": "Size (largest first)"}
+ALL = ""                      # the filter combos' "everything" item data
+WIDE = 760                    # px: wider than this, the details sit beside the cards, else below
+TASK_TEXT = {"causal-lm": "causal LM", "sequence-classification": "classifier"}
+MUTED = "color: palette(placeholder-text);"
+
+
+def muted(label: QLabel) -> QLabel:
+    """Grey text that follows the palette (a style sheet would keep the colours of the theme it was
+    set under: a theme switch would leave it dark on dark)."""
+    label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+    return label
+
+
+def bold(label: QLabel) -> QLabel:
+    font = label.font()
+    font.setBold(True)
+    label.setFont(font)
+    return label
+
+
+def human_size(n: float | None) -> str:
+    """Bytes in the units a file manager shows (1000-based, 3 significant digits)."""
+    if n is None:
+        return "–"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def short_date(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError):
+        return iso or ""
+
+
+def short_base(base: str) -> str:
+    """A base model as a card shows it: a local path's last part, a hub id or bundled name as is."""
+    if "/" in base and (base.startswith(("/", "~", ".")) or Path(base).expanduser().exists()):
+        return Path(base).name or base
+    if "\\" in base:
+        return base.replace("\\", "/").rsplit("/", 1)[-1]
+    return base
+
+
+@dataclass
+class Card:
+    """What one card shows, read once per refresh (Entry.size_bytes walks the folder)."""
+
+    entry: Entry
+    name: str
+    variant: str
+    rank: int | None
+    task: str
+    base_model: str
+    size_bytes: int
+    final_loss: float | None
+    loss_history: list[float]
+    created: str
+    notes: str
+    search_text: str = field(default="", repr=False)
+
+    @classmethod
+    def of(cls, entry: Entry) -> "Card":
+        try:
+            size = entry.size_bytes
+        except OSError:
+            size = 0
+        card = cls(entry, entry.name, entry.variant, entry.rank, entry.task, entry.base_model, size,
+                   entry.final_loss, [x for x in entry.loss_history if math.isfinite(x)], entry.created, entry.notes)
+        card.search_text = " ".join((card.name, card.notes, card.variant, card.base_model)).casefold()
+        return card
+
+    def matches(self, query: str) -> bool:
+        """Every word of the query appears in the name, notes, variant or base model."""
+        return all(word in self.search_text for word in query.casefold().split())
+
+    def describe(self) -> str:
+        """One line for tooltips and screen readers."""
+        parts = [self.name, self.variant]
+        if self.rank:
+            parts.append(f"rank {self.rank}")
+        parts += [short_base(self.base_model), human_size(self.size_bytes)]
+        if self.final_loss is not None:
+            parts.append(f"final loss {self.final_loss:.4g}")
+        if self.created:
+            parts.append(short_date(self.created))
+        return " · ".join(p for p in parts if p)
+
+
+def sort_cards(cards: list[Card], key: str) -> list[Card]:
+    if key == "oldest":
+        return sorted(cards, key=lambda c: (c.created, c.name))
+    if key == "name":
+        return sorted(cards, key=lambda c: c.name.casefold())
+    if key == "loss":       # adapters without a loss go last
+        return sorted(cards, key=lambda c: (c.final_loss is None, c.final_loss or 0.0, c.name.casefold()))
+    if key == "size":
+        return sorted(cards, key=lambda c: (-c.size_bytes, c.name.casefold()))
+    return sorted(cards, key=lambda c: (c.created, c.name), reverse=True)
+
+
+class GalleryListModel(QAbstractListModel):
+    """The cards on show, in order; CARD_ROLE gives a row's Card."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.cards: list[Card] = []
+
+    def set_cards(self, cards: list[Card]) -> None:
+        self.beginResetModel()
+        self.cards = list(cards)
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.cards)
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or not 0 <= index.row() < len(self.cards):
+            return None
+        card = self.cards[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return card.name
+        if role == CARD_ROLE:
+            return card
+        if role in (Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.AccessibleTextRole):
+            tip = card.describe()
+            if card.notes and role == Qt.ItemDataRole.ToolTipRole:
+                tip += "\n" + card.notes[:300]
+            return tip
+        return None
+
+    def row_of(self, name: str) -> int:
+        return next((i for i, c in enumerate(self.cards) if c.name == name), -1)
+
+
+class CardDelegate(QStyledItemDelegate):
+    """Paints a card: name; variant, rank and task; base model; size and date; on the right the
+    final loss above a sparkline of the run's loss."""
+
+    MARGIN = 4           # between cards
+    PAD = 8              # inside a card
+    SPARK_W = 96
+
+    def sizeHint(self, option, index) -> QSize:
+        line = QFontMetrics(option.font).height()
+        return QSize(240, 2 * self.MARGIN + 2 * self.PAD + 4 * line + 6)
+
+    def paint(self, painter: QPainter, option, index) -> None:
+        card: Card | None = index.data(CARD_ROLE)
+        if card is None:
+            return super().paint(painter, option, index)
+        pal = option.palette
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        hovered = bool(option.state & QStyle.StateFlag.State_MouseOver)
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        box = QRectF(option.rect).adjusted(self.MARGIN, self.MARGIN / 2, -self.MARGIN, -self.MARGIN / 2)
+        fill = QColor(pal.color(QPalette.ColorRole.Base))
+        highlight = pal.color(QPalette.ColorRole.Highlight)
+        if selected:
+            tint = QColor(highlight)
+            tint.setAlpha(48)
+            fill = _blend(fill, tint)
+        elif hovered:
+            fill = QColor(pal.color(QPalette.ColorRole.AlternateBase))
+        border = QColor(highlight) if selected else QColor(pal.color(QPalette.ColorRole.Mid))
+        painter.setPen(QPen(border, 2.0 if selected else 1.0))
+        painter.setBrush(fill)
+        painter.drawRoundedRect(box.adjusted(0.5, 0.5, -0.5, -0.5), 6, 6)
+
+        text = pal.color(QPalette.ColorRole.Text)
+        muted = QColor(pal.color(QPalette.ColorRole.PlaceholderText))
+        inner = box.adjusted(self.PAD, self.PAD - 2, -self.PAD, -self.PAD + 2)
+        fm = QFontMetrics(option.font)
+        line = fm.height()
+        right_w = min(self.SPARK_W, inner.width() * 0.4)
+        left = QRectF(inner.left(), inner.top(), inner.width() - right_w - self.PAD, inner.height())
+        right = QRectF(inner.right() - right_w, inner.top(), right_w, inner.height())
+
+        bold = QFont(option.font)
+        bold.setBold(True)
+        painter.setFont(bold)
+        painter.setPen(text)
+        name = QFontMetrics(bold).elidedText(card.name, Qt.TextElideMode.ElideRight, int(left.width()))
+        painter.drawText(QRectF(left.left(), left.top(), left.width(), line), Qt.AlignmentFlag.AlignLeft, name)
+        painter.setFont(option.font)
+        what = [card.variant] + ([f"r {card.rank}"] if card.rank else []) + [TASK_TEXT.get(card.task, card.task)]
+        rows = [(" · ".join(what), text, Qt.TextElideMode.ElideRight),
+                (short_base(card.base_model) or "base model unknown", muted, Qt.TextElideMode.ElideMiddle),
+                (" · ".join(p for p in (human_size(card.size_bytes), short_date(card.created)) if p), muted,
+                 Qt.TextElideMode.ElideRight)]
+        for i, (value, colour, mode) in enumerate(rows, start=1):
+            painter.setPen(colour)
+            painter.drawText(QRectF(left.left(), left.top() + i * line + 2, left.width(), line),
+                             Qt.AlignmentFlag.AlignLeft, fm.elidedText(value, mode, int(left.width())))
+
+        loss = f"loss {card.final_loss:.4g}" if card.final_loss is not None else "no loss"
+        painter.setPen(text if card.final_loss is not None else muted)
+        painter.drawText(QRectF(right.left(), right.top(), right.width(), line), Qt.AlignmentFlag.AlignRight,
+                         fm.elidedText(loss, Qt.TextElideMode.ElideRight, int(right.width())))
+        spark = QRectF(right.left(), right.top() + line + 6, right.width(), right.height() - line - 8)
+        draw_sparkline(painter, spark, card.loss_history, QColor(SERIES_COLOURS[0]), muted)
+        painter.restore()
+
+
+def _blend(base: QColor, over: QColor) -> QColor:
+    a = over.alphaF()
+    return QColor.fromRgbF(base.redF() * (1 - a) + over.redF() * a, base.greenF() * (1 - a) + over.greenF() * a,
+                           base.blueF() * (1 - a) + over.blueF() * a)
+
+
+def sparkline_points(values: list[float], rect: QRectF) -> list[QPointF]:
+    """The loss history mapped into `rect` (first value at the left, the lowest at the bottom)."""
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return []
+    lo, hi = min(values), max(values)
+    span = hi - lo if hi > lo else 1.0
+    n = len(values)
+    return [QPointF(rect.left() + (rect.width() * i / (n - 1) if n > 1 else rect.width() / 2),
+                    rect.bottom() - (v - lo) / span * rect.height() if hi > lo else rect.center().y())
+            for i, v in enumerate(values)]
+
+
+def draw_sparkline(painter: QPainter, rect: QRectF, values: list[float], colour: QColor, faint: QColor) -> None:
+    points = sparkline_points(values, rect.adjusted(2, 2, -3, -2))
+    baseline = QColor(faint)
+    baseline.setAlpha(70)
+    painter.setPen(QPen(baseline, 1.0))
+    painter.drawLine(QPointF(rect.left(), rect.bottom()), QPointF(rect.right(), rect.bottom()))
+    if not points:
+        return
+    if len(points) > 1:
+        path = QPainterPath(points[0])
+        for p in points[1:]:
+            path.lineTo(p)
+        painter.setPen(QPen(colour, 1.5))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawPath(path)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(colour)
+    painter.drawEllipse(points[-1], 2.5, 2.5)
+
+
+class NotesEdit(QPlainTextEdit):
+    """A notes field that says when the person is done with it (focus leaves, or Ctrl+Enter)."""
+
+    editing_finished = Signal()
+
+    def focusOutEvent(self, event):
+        super().focusOutEvent(event)
+        self.editing_finished.emit()
+
+    def keyPressEvent(self, event):
+        ctrl = event.modifiers() & Qt.KeyboardModifier.ControlModifier
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and ctrl:
+            self.editing_finished.emit()
+            return
+        super().keyPressEvent(event)
+
+
+class GalleryDetails(QWidget):
+    """The selected adapter: metadata, editable notes, its run's last spectrum and importance,
+    and the adapters it can be combined with."""
+
+    notes_finished = Signal(str, str)      # entry name, notes
+    compatible_activated = Signal(str)     # an entry name in the "combines with" list
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("galleryDetails")
+        self.setAccessibleName("Adapter details")
+        self.entry: Entry | None = None
+        self.title = QLabel()
+        self.title.setObjectName("galleryDetailsTitle")
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        font = self.title.font()
+        font.setPointSizeF(font.pointSizeF() * 1.25)
+        font.setBold(True)
+        self.title.setFont(font)
+        self.info = QLabel()
+        self.info.setObjectName("galleryDetailsInfo")
+        self.info.setTextFormat(Qt.TextFormat.RichText)
+        self.info.setWordWrap(True)
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)   # wraps, never widens
+        self.notes = NotesEdit()
+        self.notes.setObjectName("galleryNotes")
+        self.notes.setAccessibleName("Adapter notes")
+        self.notes.setPlaceholderText("Notes: what this adapter is for, how it did… "
+                                      "(saved when you leave the field)")
+        self.notes.setFixedHeight(64)
+        self.notes.editing_finished.connect(self._on_notes_editing_finished)
+        self.spectrum_chart = SpectrumChart()
+        self.spectrum_chart.setObjectName("gallerySpectrumChart")
+        self.spectrum_chart.setAccessibleName("Adapter spectrum chart")
+        self.importance_chart = ImportanceChart()
+        self.importance_chart.setObjectName("galleryImportanceChart")
+        self.importance_chart.setAccessibleName("Adapter importance chart")
+        self.chart_tabs = QTabWidget()
+        self.chart_tabs.setObjectName("galleryChartTabs")
+        self.chart_tabs.addTab(self.spectrum_chart, "Spectrum")
+        self.chart_tabs.addTab(self.importance_chart, "Importance")
+        self.chart_tabs.setMinimumHeight(300)
+        # the charts take the height left over, not their (large) size hint: the details then fit
+        # a tall pane without scrolling, and scroll only when it is shorter than the minimum
+        self.chart_tabs.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Ignored)
+        self.compatible = QListWidget()
+        self.compatible.setObjectName("galleryCompatible")
+        self.compatible.setAccessibleName("Adapters it can be combined with")
+        self.compatible.setMaximumHeight(72)
+        self.compatible.itemActivated.connect(lambda item: self.compatible_activated.emit(item.text()))
+        self.compatible_label = QLabel("Combines with (same base model and task)")
+        bold(self.compatible_label)
+        notes_label = QLabel("Notes")
+        bold(notes_label)
+        column = QVBoxLayout(self)
+        column.setContentsMargins(6, 6, 6, 6)
+        column.addWidget(self.title)
+        column.addWidget(self.info)
+        column.addWidget(notes_label)
+        column.addWidget(self.notes)
+        column.addWidget(self.compatible_label)
+        column.addWidget(self.compatible)
+        column.addWidget(self.chart_tabs, 1)
+        self.show_entry(None)
+
+    def show_entry(self, entry: Entry | None, compatible: list[Entry] | None = None) -> None:
+        self.save_notes()
+        self.entry = entry
+        has = entry is not None
+        for w in (self.info, self.notes, self.chart_tabs, self.compatible, self.compatible_label):
+            w.setVisible(has)
+        if entry is None:
+            self.title.setText("No adapter selected")
+            self.notes.setPlainText("")
+            return
+        self.title.setText(entry.name)
+        self.info.setText(details_html(entry))
+        self.notes.setPlainText(entry.notes)
+        self._show_telemetry(entry)
+        self.compatible.clear()
+        for other in compatible or []:
+            item = QListWidgetItem(other.name)
+            item.setToolTip(Card.of(other).describe())
+            self.compatible.addItem(item)
+        if not compatible:
+            item = QListWidgetItem("none yet: no other adapter on this base model and task")
+            item.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.compatible.addItem(item)
+
+    def save_notes(self) -> None:
+        """Report edited notes (once), e.g. before another entry is shown."""
+        if self.entry is not None and self.notes.toPlainText() != self.entry.notes:
+            self.notes_finished.emit(self.entry.name, self.notes.toPlainText())
+
+    def _on_notes_editing_finished(self) -> None:
+        self.save_notes()
+
+    def _show_telemetry(self, entry: Entry) -> None:
+        try:
+            telemetry = entry.telemetry()
+        except StudioError:
+            telemetry = {}
+        history = telemetry_history(telemetry)
+        self.spectrum_chart.clear()
+        self.importance_chart.clear()
+        if history.spectra:
+            self.spectrum_chart.set_snapshots(history.spectra)
+        else:
+            self.spectrum_chart.set_empty(True, "No spectrum was kept for this adapter (it was imported, or "
+                                                "its run measured none)")
+        if history.importance:
+            self.importance_chart.set_importance(history.importance, kept=history.kept)
+        else:
+            self.importance_chart.set_empty(True, "No importance was kept for this adapter")
+
+
+def telemetry_history(telemetry: dict) -> RunHistory:
+    """A RunHistory holding an entry's kept events ({kind: event}), for the run charts."""
+    history = RunHistory()
+    types = {"spectrum": "spectra", "spectra": "spectra", "importance": "importance", "ranks": "ranks",
+             "decomposition": "decomposition"}
+    for key, kind in types.items():
+        event = telemetry.get(key) if isinstance(telemetry, dict) else None
+        if isinstance(event, dict) and event:
+            history.add({**event, "type": event.get("type") or kind})
+    return history
+
+
+def details_html(entry: Entry) -> str:
+    """The entry's metadata as a two-column table."""
+    s = entry.summary()
+    rows = [("variant", s["variant"]), ("rank", s["rank"] if s["rank"] is not None else "–"),
+            ("task", TASK_TEXT.get(s["task"], s["task"])), ("base model", s["base_model"] or "unknown"),
+            ("base fingerprint", s["base_fingerprint"] or "unknown (checked on export)"),
+            ("size on disk", human_size(s["size_bytes"])), ("created", short_date(s["created"]))]
+    if s["final_loss"] is not None:
+        rows.append(("final loss", f"{s['final_loss']:.4g}"))
+    metrics = {k: v for k, v in (s.get("metrics") or {}).items() if k not in ("loss",)}
+    if metrics:
+        rows.append(("metrics", ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())))
+    options = {k: v for k, v in (s.get("options") or {}).items() if k != "name"}    # name: the variant, above
+    if options:
+        rows.append(("options", ", ".join(f"{k} = {_fmt(v)}" for k, v in options.items())))
+    if entry.labels:
+        rows.append(("labels", ", ".join(entry.labels)))
+    derived = s.get("derived_from")
+    if derived:
+        rows.append(("derived from", _fmt(derived)))
+    if entry.meta.get("imported_from"):
+        rows.append(("imported from", entry.meta["imported_from"]))
+    rows.append(("source run", s["source_run"] or "–"))
+    rows.append(("path", s["path"]))
+    cells = "".join(f"<tr><td style='padding-right:10px; {MUTED}' valign='top'>{escape(k)}</td>"
+                    f"<td>{escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<table cellspacing='0' cellpadding='1'>{cells}</table>"
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+class GalleryView(QWidget):
+    """The cards with their search, sort and filters; the selected card's details; the strip that
+    shows a gallery job's progress with its Cancel button."""
+
+    selection_changed = Signal(str)          # the selected entry's name, "" for none
+    notes_saved = Signal(str)                # entry name
+    failed = Signal(str)                     # one readable line (the window's error banner)
+    activated = Signal(str)                  # a card double-clicked / Enter
+    context_menu_requested = Signal(object)  # a global QPoint
+    cancel_requested = Signal()
+
+    def __init__(self, root: str | Path | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("galleryView")
+        self.setAccessibleName("Adapter gallery")
+        self.root = root
+        self.gallery = Gallery(root)
+        self.cards: list[Card] = []
+        self._selected = ""
+        self._sized = False              # the splitter gets its first sizes at the first real size
+        # entries added or removed by someone else (a CLI run, another window) show up by themselves
+        self.watcher = QFileSystemWatcher(self)
+        self.watcher.directoryChanged.connect(lambda *_: self._watch_timer.start())
+        self._watch_timer = QTimer(self, singleShot=True, interval=400)
+        self._watch_timer.timeout.connect(self._on_watch_timer)
+
+        self.search = QLineEdit()
+        self.search.setObjectName("gallerySearch")
+        self.search.setAccessibleName("Search adapters")
+        self.search.setPlaceholderText("Search name, notes, variant, base model")
+        self.search.setClearButtonEnabled(True)
+        self.sort_combo = QComboBox()
+        self.sort_combo.setObjectName("gallerySort")
+        self.sort_combo.setAccessibleName("Sort adapters")
+        for key, text in SORTS.items():
+            self.sort_combo.addItem(text, key)
+        self.base_filter = QComboBox()
+        self.base_filter.setObjectName("galleryBaseFilter")
+        self.base_filter.setAccessibleName("Filter by base model")
+        self.variant_filter = QComboBox()
+        self.variant_filter.setObjectName("galleryVariantFilter")
+        self.variant_filter.setAccessibleName("Filter by variant")
+        for combo in (self.base_filter, self.variant_filter):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
+        self.sort_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.sort_combo.setMinimumContentsLength(8)
+        self._fill_filter(self.base_filter, "All base models", [])
+        self._fill_filter(self.variant_filter, "All variants", [])
+        self._search_timer = QTimer(self, singleShot=True, interval=120)
+        self._search_timer.timeout.connect(self.apply_filters)
+        self.search.textChanged.connect(lambda *_: self._search_timer.start())
+        for combo in (self.sort_combo, self.base_filter, self.variant_filter):
+            combo.currentIndexChanged.connect(lambda *_: self.apply_filters())
+
+        self.model = GalleryListModel(self)
+        self.list = QListView()
+        self.list.setObjectName("galleryList")
+        self.list.setAccessibleName("Adapters")
+        self.list.setModel(self.model)
+        self.list.setItemDelegate(CardDelegate(self.list))
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.list.setUniformItemSizes(True)
+        self.list.setMouseTracking(True)
+        self.list.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(
+            lambda pos: self.context_menu_requested.emit(self.list.viewport().mapToGlobal(pos)))
+        # (doubleClicked, not activated: some desktops activate on a single click)
+        self.list.doubleClicked.connect(lambda index: self.activated.emit(index.data() or ""))
+        self.list.selectionModel().currentChanged.connect(self._on_list_current_changed)
+        self.empty_note = QLabel()
+        self.empty_note.setObjectName("galleryEmptyNote")
+        self.empty_note.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_note.setWordWrap(True)
+        muted(self.empty_note)
+        self.empty_note.setMargin(16)
+        self.list_stack = QStackedWidget()
+        self.list_stack.addWidget(self.list)
+        self.list_stack.addWidget(self.empty_note)
+        self.count_label = QLabel()
+        self.count_label.setObjectName("galleryCount")
+        muted(self.count_label)
+
+        self.details = GalleryDetails()
+        self.details.notes_finished.connect(self._on_details_notes_finished)
+        self.details.compatible_activated.connect(self.select)
+        self.details_scroll = QScrollArea()
+        self.details_scroll.setObjectName("galleryDetailsScroll")
+        self.details_scroll.setWidgetResizable(True)     # a narrow dock scrolls rather than clips the charts
+        self.details_scroll.setWidget(self.details)
+
+        self.job_label = QLabel()
+        self.job_label.setObjectName("galleryJobLabel")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setObjectName("galleryProgress")
+        self.progress_bar.setAccessibleName("Gallery job progress")
+        self.progress_bar.setMaximumHeight(16)
+        self.progress_bar.setTextVisible(False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("galleryCancelButton")
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.job_strip = QWidget()
+        self.job_strip.setObjectName("galleryJobStrip")
+        strip = QVBoxLayout(self.job_strip)
+        strip.setContentsMargins(0, 0, 0, 0)
+        strip.setSpacing(2)
+        strip.addWidget(self.job_label)
+        bar_row = QHBoxLayout()
+        bar_row.addWidget(self.progress_bar, 1)
+        bar_row.addWidget(self.cancel_button)
+        strip.addLayout(bar_row)
+        self.job_strip.hide()
+
+        cards = QWidget()
+        cards_column = QVBoxLayout(cards)
+        cards_column.setContentsMargins(0, 0, 0, 0)
+        cards_column.setSpacing(4)
+        cards_column.addWidget(self.search)
+        filters = QHBoxLayout()
+        filters.setSpacing(4)
+        filters.addWidget(self.sort_combo, 1)
+        filters.addWidget(self.base_filter, 1)
+        filters.addWidget(self.variant_filter, 1)
+        cards_column.addLayout(filters)
+        cards_column.addWidget(self.list_stack, 1)
+        cards_column.addWidget(self.count_label)
+        cards_column.addWidget(self.job_strip)
+        cards.setMinimumWidth(240)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setObjectName("gallerySplitter")
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.addWidget(cards)
+        self.splitter.addWidget(self.details_scroll)
+        self.splitter.setStretchFactor(0, 2)
+        self.splitter.setStretchFactor(1, 3)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.splitter)
+
+    # -- reading the gallery -----------------------------------------------------------------
+
+    def refresh(self, select: str | None = None) -> None:
+        """Re-read the gallery; keep (or move to `select`) the selected card."""
+        self.gallery = Gallery(self.root)
+        keep = select if select is not None else self._selected
+        try:
+            entries = self.gallery.entries()
+        except (OSError, StudioError) as e:
+            entries = []
+            self.failed.emit(f"gallery {self.gallery.root}: cannot read ({e})")
+        self.cards = [Card.of(e) for e in entries]
+        # the gallery folder, or while it does not exist yet the nearest folder it will be made in
+        watch = self.gallery.root
+        while not watch.is_dir() and watch.parent != watch:
+            watch = watch.parent
+        if watch.is_dir() and str(watch) not in self.watcher.directories():
+            if self.watcher.directories():
+                self.watcher.removePaths(self.watcher.directories())
+            self.watcher.addPath(str(watch))
+        bases = sorted({c.base_model for c in self.cards if c.base_model})
+        self._fill_filter(self.base_filter, "All base models", bases)
+        self._fill_filter(self.variant_filter, "All variants", sorted({c.variant for c in self.cards}))
+        if select and select not in [c.name for c in self._filtered()]:
+            self.clear_filters()          # a new or named entry must be on show to be selected
+        self.apply_filters(keep=keep)
+
+    def clear_filters(self) -> None:
+        for w in (self.search, self.base_filter, self.variant_filter):
+            w.blockSignals(True)
+        self.search.clear()
+        self.base_filter.setCurrentIndex(0)
+        self.variant_filter.setCurrentIndex(0)
+        for w in (self.search, self.base_filter, self.variant_filter):
+            w.blockSignals(False)
+
+    @staticmethod
+    def _fill_filter(combo: QComboBox, everything: str, values: list[str]) -> None:
+        current = combo.currentData()
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem(everything, ALL)
+        for v in values:
+            combo.addItem(short_base(v) if combo.objectName() == "galleryBaseFilter" else v, v)
+            combo.setItemData(combo.count() - 1, v, Qt.ItemDataRole.ToolTipRole)
+        index = combo.findData(current) if current is not None else 0
+        combo.setCurrentIndex(max(index, 0))
+        combo.blockSignals(False)
+
+    def _filtered(self) -> list[Card]:
+        query = self.search.text().strip()
+        base = self.base_filter.currentData() or ALL
+        variant = self.variant_filter.currentData() or ALL
+        cards = [c for c in self.cards if (not query or c.matches(query)) and (base == ALL or c.base_model == base)
+                 and (variant == ALL or c.variant == variant)]
+        return sort_cards(cards, self.sort_combo.currentData() or "newest")
+
+    def apply_filters(self, keep: str | None = None) -> None:
+        """Show the cards that pass the search and filters, in the chosen order."""
+        self._search_timer.stop()
+        keep = self._selected if keep is None else keep
+        cards = self._filtered()
+        self.list.selectionModel().blockSignals(True)
+        self.model.set_cards(cards)
+        self.list.selectionModel().blockSignals(False)
+        if not self.cards:
+            self.empty_note.setText("No adapters yet.\n\nA finished run adds its adapter here; "
+                                    "Gallery ▸ Import adapter… adds one made elsewhere with PEFT.")
+        else:
+            self.empty_note.setText("No adapter matches the search and filters.")
+        self.list_stack.setCurrentWidget(self.list if cards else self.empty_note)
+        self.count_label.setText(f"{len(cards)} of {len(self.cards)} adapters" if len(cards) != len(self.cards)
+                                 else f"{len(cards)} adapter{'s' if len(cards) != 1 else ''}")
+        # a selected card that the filters hide is no longer selected
+        self._set_current_row(self.model.row_of(keep) if keep else -1)
+
+    def _set_current_row(self, row: int) -> None:
+        if row >= 0:
+            index = self.model.index(row)
+            self.list.setCurrentIndex(index)
+            self.list.scrollTo(index)
+            self._on_list_current_changed(index)     # also when the index did not change (refresh)
+        else:
+            self.list.selectionModel().clearSelection()
+            self.list.selectionModel().setCurrentIndex(QModelIndex(), self.list.selectionModel().SelectionFlag.Clear)
+            self._on_list_current_changed(QModelIndex())
+
+    def visible_names(self) -> list[str]:
+        """The cards on show now, top to bottom."""
+        return [c.name for c in self.model.cards]
+
+    def selected_name(self) -> str:
+        return self._selected
+
+    def selected_entry(self) -> Entry | None:
+        card = next((c for c in self.cards if c.name == self._selected), None)
+        return card.entry if card else None
+
+    def entries(self) -> list[Entry]:
+        return [c.entry for c in self.cards]
+
+    def select(self, name: str) -> bool:
+        row = self.model.row_of(name)
+        if row < 0 and any(c.name == name for c in self.cards):
+            self.clear_filters()
+            self.apply_filters(keep=name)
+            row = self.model.row_of(name)
+        if row < 0:
+            return False
+        self._set_current_row(row)
+        return True
+
+    # -- job strip ---------------------------------------------------------------------------
+
+    def show_job(self, message: str, fraction: float | None = None) -> None:
+        """Show (or update) the running job: its message, and a determinate bar when the fraction
+        is known, else a busy one."""
+        self.job_strip.show()
+        self.job_label.setText(message)
+        self.job_label.setToolTip(message)
+        if fraction is None:
+            self.progress_bar.setRange(0, 0)
+        else:
+            self.progress_bar.setRange(0, 1000)
+            self.progress_bar.setValue(int(round(fraction * 1000)))
+        self.cancel_button.setEnabled(True)
+
+    def hide_job(self) -> None:
+        self.job_strip.hide()
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def _on_list_current_changed(self, index, *_):
+        card: Card | None = index.data(CARD_ROLE) if index is not None and index.isValid() else None
+        name = card.name if card else ""
+        changed = name != self._selected or (card is not None and self.details.entry is not card.entry)
+        self._selected = name
+        if card is None:
+            self.details.show_entry(None)
+        elif changed:
+            compatible = [c.entry for c in self.cards if c.name != card.name and _same_base(c.entry, card.entry)]
+            self.details.show_entry(card.entry, compatible)
+        if changed:
+            self.selection_changed.emit(name)
+
+    def _on_watch_timer(self) -> None:
+        root = self.gallery.root
+        try:
+            names = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} \
+                if root.is_dir() else set()
+        except OSError:
+            return
+        if names != {c.name for c in self.cards}:
+            self.refresh()
+
+    def _on_details_notes_finished(self, name: str, notes: str) -> None:
+        try:
+            entry = self.gallery.annotate(name, notes)
+        except StudioError as e:
+            self.failed.emit(str(e))
+            return
+        except OSError as e:
+            self.failed.emit(f"{name}: notes not saved ({e.strerror or e})")
+            return
+        for card in self.cards:
+            if card.name == name:
+                fresh = Card.of(entry)
+                card.notes, card.entry, card.search_text = fresh.notes, fresh.entry, fresh.search_text
+                if self.details.entry is not None and self.details.entry.name == name:
+                    self.details.entry = fresh.entry
+        self.list.viewport().update()
+        self.notes_saved.emit(name)
+
+    def resizeEvent(self, event) -> None:
+        # beside each other when there is room for both, else the details below the cards
+        wide = event.size().width() >= WIDE
+        orientation = Qt.Orientation.Horizontal if wide else Qt.Orientation.Vertical
+        if self.splitter.orientation() != orientation or not self._sized:
+            self._sized = True
+            self.splitter.setOrientation(orientation)
+            total = event.size().width() if wide else event.size().height()
+            self.splitter.setSizes([int(total * 0.38), int(total * 0.62)] if wide
+                                   else [int(total * 0.36), int(total * 0.64)])
+        super().resizeEvent(event)
+
+
+def _same_base(a: Entry, b: Entry) -> bool:
+    from studio.core.gallery import same_base
+
+    return same_base(a, b)
+
+
+# -- actions -----------------------------------------------------------------------------------
+
+def export_target(chosen: str | Path, name: str, suffix: str = "") -> Path:
+    """Where an export goes: the chosen folder itself when it is empty (made for it), else a new
+    folder named after the adapter inside it."""
+    chosen = Path(chosen)
+    if chosen.is_dir() and not any(chosen.iterdir()):
+        return chosen
+    return chosen / f"{name}{suffix}"
+
+
+class GalleryController(QObject):
+    """The gallery's actions (menu, context menu), its dialogs and its one background job.
+
+    It asks the window for what a person decides (`window.confirm`, `window._ask_directory`,
+    `window._ask_text`), so tests replace those instead of driving modal dialogs, and reports
+    through `window.show_error` (one line in the banner), `window.log` and the status bar."""
+
+    job_finished = Signal(str, object)       # outcome ("ok", "failed", "cancelled"), value or message
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.window = window
+        self.view = GalleryView()
+        self.view.failed.connect(window.show_error)
+        self.view.selection_changed.connect(lambda *_: self.update_actions())
+        self.view.context_menu_requested.connect(self._on_view_context_menu_requested)
+        self.view.activated.connect(lambda name: self.open_playground())
+        self.view.cancel_requested.connect(self.cancel_job)
+        self.view.notes_saved.connect(lambda name: window.statusBar().showMessage(f"Notes of {name} saved", 4000))
+        self.job: BackgroundJob | None = None
+        self.job_what = ""
+        self.combine_dialog = None
+        self.resize_dialog = None
+        self.playground = None
+        self._build_actions()
+        self.update_actions()
+
+    # -- actions and menus -------------------------------------------------------------------
+
+    def _action(self, text: str, name: str, slot: Callable, tip: str, shortcut=None,
+                on_cards: bool = True) -> QAction:
+        action = QAction(text, self.window)
+        action.setObjectName(name)
+        action.setStatusTip(tip)
+        action.setToolTip(tip)
+        if shortcut:
+            action.setShortcut(shortcut)
+            if on_cards:     # Del and F2 act on the cards only while they have the focus
+                action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+                self.view.list.addAction(action)
+        action.triggered.connect(lambda *_: slot())
+        return action
+
+    def _build_actions(self) -> None:
+        a = self._action
+        self.import_action = a("&Import adapter…", "importAdapterAction", self.import_adapter,
+                               "Add a PEFT adapter folder (safetensors) made elsewhere")
+        self.export_adapter_action = a("Export &adapter…", "exportAdapterAction", lambda: self.export("adapter"),
+                                       "Write the adapter as a PEFT folder that stock PEFT loads")
+        self.export_merged_action = a("Export &merged model…", "exportMergedAction", lambda: self.export("merged"),
+                                      "Merge the adapter into its base model and write a full model folder")
+        self.combine_action = a("&Combine…", "combineAction", self.combine,
+                                "Combine this adapter with others on the same base model into a new one")
+        self.resize_action = a("Re&size rank…", "resizeAction", self.resize,
+                               "Truncate the adapter to a lower rank, keeping most of its update")
+        self.playground_action = a("&Playground…", "playgroundAction", self.open_playground,
+                                   "Try the adapter: base model and adapted model side by side", "Ctrl+G",
+                                   on_cards=False)
+        self.rename_action = a("&Rename…", "renameAction", self.rename, "Rename the adapter", "F2")
+        self.delete_action = a("&Delete…", "deleteAction", self.delete, "Delete the adapter from the gallery",
+                               "Del")
+        self.refresh_action = a("Re&fresh", "refreshAction", lambda: self.view.refresh(),
+                                "Read the gallery folder again")
+        self.open_folder_action = a("Open &folder", "openFolderAction", self.open_folder,
+                                    "Show the adapter's folder in the file manager")
+        self.actions = [self.import_action, self.export_adapter_action, self.export_merged_action,
+                        self.combine_action, self.resize_action, self.playground_action, self.rename_action,
+                        self.delete_action, self.refresh_action, self.open_folder_action]
+
+    def build_menu(self, menu: QMenu) -> QMenu:
+        """Fill the window's Gallery menu."""
+        menu.setObjectName("galleryMenu")
+        for group in ((self.import_action, self.refresh_action),
+                      (self.playground_action, self.combine_action, self.resize_action),
+                      (self.export_adapter_action, self.export_merged_action),
+                      (self.rename_action, self.open_folder_action, self.delete_action)):
+            for action in group:
+                menu.addAction(action)
+            menu.addSeparator()
+        menu.removeAction(menu.actions()[-1])
+        return menu
+
+    def context_menu(self) -> QMenu:
+        menu = QMenu(self.view)
+        menu.setObjectName("galleryContextMenu")
+        for group in ((self.playground_action,), (self.export_adapter_action, self.export_merged_action),
+                      (self.combine_action, self.resize_action),
+                      (self.rename_action, self.open_folder_action, self.delete_action),
+                      (self.import_action, self.refresh_action)):
+            for action in group:
+                menu.addAction(action)
+            menu.addSeparator()
+        menu.removeAction(menu.actions()[-1])
+        return menu
+
+    def update_actions(self) -> None:
+        selected = self.view.selected_entry() is not None
+        busy = self.job is not None
+        for action in (self.export_adapter_action, self.export_merged_action, self.combine_action,
+                       self.resize_action, self.rename_action, self.delete_action):
+            action.setEnabled(selected and not busy)
+        self.open_folder_action.setEnabled(selected)
+        self.playground_action.setEnabled(bool(self.view.cards))
+        self.import_action.setEnabled(not busy)
+
+    def _on_view_context_menu_requested(self, global_pos) -> None:
+        self.context_menu().popup(global_pos)
+
+    # -- the one gallery job -----------------------------------------------------------------
+
+    def start_job(self, what: str, fn: Callable, on_success: Callable[[object], None]) -> bool:
+        """Run fn(progress, should_stop) in a BackgroundJob, with the progress strip and Cancel."""
+        if self.job is not None:
+            self.window.show_error(f"{self.job_what} is still running: wait for it or cancel it first")
+            return False
+        self.window.hide_error()
+        job = BackgroundJob(fn, self, name="galleryJob")
+        job.progressed.connect(lambda message, fraction: self.view.show_job(f"{what}: {message}", fraction))
+        job.succeeded.connect(lambda value, j=job: self._on_job_done(j, "ok", value, on_success))
+        job.failed.connect(lambda text, j=job: self._on_job_done(j, "failed", text, None))
+        job.cancelled.connect(lambda j=job: self._on_job_done(j, "cancelled", None, None))
+        self.job, self.job_what = job, what
+        self.view.show_job(f"{what}…")
+        self.window.log(f"{what}…")
+        self.update_actions()
+        job.start()
+        return True
+
+    def cancel_job(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.view.cancel_button.setEnabled(False)
+            self.view.job_label.setText(f"{self.job_what}: cancelling…")
+
+    def _on_job_done(self, job, outcome: str, value, on_success) -> None:
+        if job is not self.job:
+            return
+        what = self.job_what
+        self.job, self.job_what = None, ""
+        self.view.hide_job()
+        self.update_actions()
+        if outcome == "ok":
+            try:
+                on_success(value)
+            except StudioError as e:
+                self.window.show_error(str(e))
+        elif outcome == "failed":
+            self.window.show_error(f"{what} failed: {value}")
+        else:
+            self.window.log(f"{what}: cancelled")
+            self.window.statusBar().showMessage(f"{what}: cancelled", 6000)
+        self.job_finished.emit(outcome, value)
+
+    def shutdown(self, timeout_ms: int = 60000) -> None:
+        """The window is closing: cancel what runs, release the playground's model."""
+        self.view.details.save_notes()
+        if self.playground is not None:
+            self.playground.shutdown()
+        if self.resize_dialog is not None:
+            self.resize_dialog.shutdown()
+        if self.job is not None:
+            self.job.cancel()
+            self.job.wait(timeout_ms)
+
+    # -- the actions -------------------------------------------------------------------------
+
+    def _selected(self) -> Entry | None:
+        entry = self.view.selected_entry()
+        if entry is None:
+            self.window.show_error("select an adapter in the gallery first")
+        return entry
+
+    def import_adapter(self) -> None:
+        folder = self.window._ask_directory("Import a PEFT adapter folder (adapter_config.json + safetensors)")
+        if not folder:
+            return
+        gallery = self.view.gallery
+        self.start_job(f"importing {Path(folder).name}",
+                       lambda progress, should_stop: gallery.import_folder(folder),
+                       lambda entry: self._on_added(entry, f"imported {folder} as {entry.name}"))
+
+    def _on_added(self, entry: Entry, message: str) -> None:
+        self.view.refresh(select=entry.name)
+        self.window.log(message)
+        self.window.statusBar().showMessage(message, 8000)
+
+    def export(self, kind: str) -> None:
+        """kind "adapter" (a PEFT folder) or "merged" (the base model with the adapter merged in)."""
+        entry = self._selected()
+        if entry is None:
+            return
+        what = "the merged model" if kind == "merged" else "the adapter"
+        chosen = self.window._ask_directory(f"Export {what} of {entry.name}: choose a folder")
+        if not chosen:
+            return
+        target = export_target(chosen, entry.name, "-merged" if kind == "merged" else "")
+        overwrite = target.is_dir() and any(target.iterdir())
+        if overwrite and not self.window.confirm("Replace the folder?",
+                                                 f"{target} already exists. Replace what is in it with the export?"):
+            return
+        from studio.core import export as engine
+
+        fn = engine.export_merged if kind == "merged" else engine.export_adapter
+        gallery = self.view.gallery
+
+        def work(progress, should_stop):
+            return fn(entry, target, overwrite=overwrite, gallery=gallery, progress=progress, should_stop=should_stop)
+
+        def done(path):
+            message = f"exported {what} of {entry.name} to {path}"
+            self.window.log(message)
+            self.window.statusBar().showMessage(message, 10000)
+
+        self.start_job(f"exporting {what} of {entry.name}", work, done)
+
+    def combine(self) -> None:
+        entry = self._selected()
+        if entry is None:
+            return
+        from .gallery_dialogs import CombineDialog
+
+        try:
+            compatible = self.view.gallery.compatible(entry.name)
+        except StudioError as e:
+            self.window.show_error(str(e))
+            return
+        dialog = CombineDialog(entry, compatible, self.view.gallery, self.window)
+        dialog.accepted.connect(lambda d=dialog: self._on_combine_accepted(d))
+        dialog.finished.connect(lambda *_ , d=dialog: self._forget_dialog("combine_dialog", d))
+        self.combine_dialog = dialog
+        dialog.open()
+
+    def _on_combine_accepted(self, dialog) -> None:
+        from studio.core import export as engine
+
+        entries, weights = dialog.chosen()
+        method, density, name, gallery = dialog.method(), dialog.density(), dialog.name(), self.view.gallery
+
+        def work(progress, should_stop):
+            return engine.combine(entries, weights, method=method, name=name, density=density, gallery=gallery,
+                                  progress=progress, should_stop=should_stop)
+
+        self.start_job(f"combining {len(entries)} adapters ({method})", work,
+                       lambda entry: self._on_added(entry, f"combined {', '.join(e.name for e in entries)} "
+                                                           f"({method}) into {entry.name}"))
+
+    def resize(self) -> None:
+        entry = self._selected()
+        if entry is None:
+            return
+        from .gallery_dialogs import ResizeDialog
+
+        dialog = ResizeDialog(entry, self.view.gallery, self.window)
+        dialog.accepted.connect(lambda d=dialog: self._on_resize_accepted(d))
+        dialog.finished.connect(lambda *_, d=dialog: self._forget_dialog("resize_dialog", d))
+        self.resize_dialog = dialog
+        dialog.open()
+        dialog.start()
+
+    def _on_resize_accepted(self, dialog) -> None:
+        from studio.core import export as engine
+
+        entry, choice, name, gallery = dialog.entry, dialog.choice(), dialog.name(), self.view.gallery
+
+        def work(progress, should_stop):
+            return engine.resize(entry, **choice, name=name, gallery=gallery, progress=progress,
+                                 should_stop=should_stop)
+
+        how = f"rank {choice['rank']}" if "rank" in choice else f"{100 * choice['energy']:.1f}% of ‖ΔW‖²"
+        self.start_job(f"resizing {entry.name} to {how}", work,
+                       lambda new: self._on_added(new, f"resized {entry.name} to {how}: {new.name}"))
+
+    def _forget_dialog(self, attribute: str, dialog) -> None:
+        if getattr(self, attribute) is dialog:
+            setattr(self, attribute, None)
+        if hasattr(dialog, "shutdown"):
+            dialog.shutdown()
+        dialog.deleteLater()
+
+    def rename(self) -> None:
+        entry = self._selected()
+        if entry is None:
+            return
+        new = self.window._ask_text("Rename adapter", f"New name for {entry.name}:", entry.name)
+        if new is None or not str(new).strip() or str(new).strip() == entry.name:
+            return
+        if self.playground is not None:
+            self.playground.forget(entry.name)
+        try:
+            renamed = self.view.gallery.rename(entry.name, str(new).strip())
+        except StudioError as e:
+            self.window.show_error(str(e))
+            return
+        except OSError as e:
+            self.window.show_error(f"{entry.name}: cannot rename ({e.strerror or e})")
+            return
+        self.window.hide_error()
+        self.view.refresh(select=renamed.name)
+        self.window.log(f"renamed {entry.name} to {renamed.name}")
+
+    def delete(self) -> None:
+        entry = self._selected()
+        if entry is None:
+            return
+        if not self.window.confirm("Delete adapter",
+                                   f"Delete {entry.name} ({human_size(Card.of(entry).size_bytes)}) from the "
+                                   "gallery? Its folder is removed; this cannot be undone."):
+            return
+        if self.playground is not None:
+            self.playground.forget(entry.name)
+        try:
+            self.view.gallery.delete(entry.name)
+        except StudioError as e:
+            self.window.show_error(str(e))
+            return
+        except OSError as e:
+            self.window.show_error(f"{entry.name}: cannot delete ({e.strerror or e})")
+            return
+        self.window.hide_error()
+        self.view.refresh(select="")
+        self.window.log(f"deleted {entry.name} from the gallery")
+        self.window.statusBar().showMessage(f"Deleted {entry.name}", 6000)
+
+    def open_folder(self) -> None:
+        entry = self._selected()
+        if entry is not None:
+            self.window._open_url(QUrl.fromLocalFile(str(entry.path)))
+
+    def open_playground(self) -> None:
+        from .playground import PlaygroundDialog
+
+        if self.playground is None:
+            self.playground = PlaygroundDialog(self.window)
+            self.playground.failed.connect(self.window.show_error)
+        self.playground.set_entries(self.view.entries(), self.view.selected_name() or None)
+        self.playground.show()
+        self.playground.raise_()
+        self.playground.activateWindow()
+
+    def on_run_added(self, name: str) -> None:
+        """A finished run put its adapter in the gallery as `name`: show and select it."""
+        self.view.refresh(select=name)
+        if self.playground is not None and self.playground.isVisible():
+            self.playground.set_entries(self.view.entries(), None)
+

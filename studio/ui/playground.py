@@ -1,0 +1,544 @@
+"""The playground: try a gallery adapter against its base model, side by side.
+
+    dialog = PlaygroundDialog(window)            # objectName "playground"
+    dialog.set_entries(gallery_entries, "my-adapter")
+    dialog.show()                                # loads base + adapter in the background, once
+
+A causal-LM adapter gets a prompt box and two panes, "Base model" and "With adapter", filled
+token by token while studio.core.export.Playground generates (base answer first, then the
+adapted one). The pieces arrive on the job's thread; a TextPump buffers them and wakes the GUI
+thread once per batch it has time to take, so a fast model costs one repaint per batch, not per
+token. A classifier adapter gets a text box and a table: each label's probability under the base
+model and with the adapter.
+
+The loaded Playground is kept for later prompts, and closed when another adapter is picked or
+the dialog closes (it holds a whole base model in memory).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from html import escape
+
+from PySide6.QtCore import QObject, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QKeySequence, QShortcut, QTextCursor
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDoubleSpinBox, QGridLayout, QHBoxLayout,
+                               QHeaderView, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
+                               QStackedWidget, QStyledItemDelegate, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                               QWidget)
+
+from studio.core.gallery import Entry
+
+from .charts.common import SERIES_COLOURS
+from .forms import ERROR_STYLE
+from .gallery_view import muted, short_base
+from .worker import BackgroundJob, JobCancelled
+
+CLASSIFIER = "sequence-classification"
+SHARE_ROLE = Qt.ItemDataRole.UserRole + 1      # a probability cell's value, 0..1, drawn as a bar
+
+
+def make_playground(entry: Entry):
+    """The engine's Playground for an entry (tests replace this with a fake)."""
+    from studio.core.export import Playground
+
+    return Playground(entry)
+
+
+class TextPump(QObject):
+    """Collects (which, piece) from any thread; `arrived` is emitted when the buffer goes from
+    empty to not empty, so the GUI thread gets one queued call per batch, however fast pieces come."""
+
+    arrived = Signal()
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._lock = threading.Lock()
+        self._buffer: list[tuple[int, str, str]] = []
+
+    def push(self, run: int, which: str, piece: str) -> None:
+        with self._lock:
+            first = not self._buffer
+            self._buffer.append((run, str(which), str(piece)))
+        if first:
+            self.arrived.emit()
+
+    def take(self) -> list[tuple[int, str, str]]:
+        """Everything buffered, consecutive pieces of one pane joined."""
+        with self._lock:
+            pieces, self._buffer = self._buffer, []
+        out: list[tuple[int, str, str]] = []
+        for run, which, piece in pieces:
+            if out and out[-1][0] == run and out[-1][1] == which:
+                out[-1] = (run, which, out[-1][2] + piece)
+            else:
+                out.append((run, which, piece))
+        return out
+
+
+class ShareBarDelegate(QStyledItemDelegate):
+    """A probability cell: a bar as long as the probability behind the number."""
+
+    def paint(self, painter, option, index) -> None:
+        share = index.data(SHARE_ROLE)
+        if isinstance(share, (int, float)):
+            colour = QColor(SERIES_COLOURS[0])
+            colour.setAlpha(70)
+            bar = QRectF(option.rect).adjusted(2, 3, -2, -3)
+            bar.setWidth(max(0.0, min(1.0, float(share))) * bar.width())
+            painter.save()
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(colour)
+            painter.drawRect(bar)
+            painter.restore()
+        super().paint(painter, option, index)
+
+
+def _pane(name: str, accessible: str) -> QPlainTextEdit:
+    pane = QPlainTextEdit()
+    pane.setObjectName(name)
+    pane.setAccessibleName(accessible)
+    pane.setReadOnly(True)
+    pane.setPlaceholderText("The answer appears here as it is generated")
+    return pane
+
+
+class PlaygroundDialog(QDialog):
+    """Pick an adapter, write a prompt, compare the base model's answer with the adapted one."""
+
+    failed = Signal(str)           # one readable line
+    loaded = Signal(str)           # the entry name whose Playground is ready
+    generated = Signal(dict)       # {"base": str, "adapted": str}
+    classified = Signal(dict)      # {"labels", "base", "adapted"}
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("playground")
+        self.setWindowTitle("Playground — LoRA Studio")
+        self.setModal(False)
+        self.entries: dict[str, Entry] = {}
+        self.session = None                  # the loaded studio.core.export.Playground
+        self.session_name: str | None = None
+        self.load_job: BackgroundJob | None = None
+        self.run_job: BackgroundJob | None = None
+        self._pending = False                # Generate was pressed while loading
+        self._run_id = 0
+        self._started = 0.0
+        self.pump = TextPump(self)
+        self.pump.arrived.connect(self._on_pump_arrived)
+
+        self.adapter_combo = QComboBox()
+        self.adapter_combo.setObjectName("playgroundAdapter")
+        self.adapter_combo.setAccessibleName("Adapter to try")
+        self.adapter_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.adapter_combo.setMinimumContentsLength(24)
+        self.adapter_combo.currentIndexChanged.connect(self._on_adapter_combo_changed)
+        self.about = QLabel()
+        self.about.setObjectName("playgroundAbout")
+        muted(self.about)
+        self.status = QLabel()
+        self.status.setObjectName("playgroundStatus")
+        self.status.setWordWrap(True)
+        self.busy = QProgressBar()
+        self.busy.setObjectName("playgroundProgress")
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumWidth(140)
+        self.busy.setMaximumHeight(14)
+        self.busy.setTextVisible(False)
+        self.busy.hide()
+
+        self.prompt = QPlainTextEdit()
+        self.prompt.setObjectName("playgroundPrompt")
+        self.prompt.setAccessibleName("Prompt")
+        self.prompt.setPlaceholderText("Write a prompt (Ctrl+Enter generates)")
+        self.prompt.setFixedHeight(90)
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setObjectName("playgroundMaxTokens")
+        self.max_tokens.setAccessibleName("Maximum new tokens")
+        self.max_tokens.setRange(1, 4096)
+        self.max_tokens.setValue(128)
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setObjectName("playgroundTemperature")
+        self.temperature.setAccessibleName("Temperature")
+        self.temperature.setRange(0.0, 2.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setDecimals(2)
+        self.temperature.setSpecialValueText("0 (greedy)")
+        self.temperature.setToolTip("0 picks the most likely token every time (the same answer every run)")
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setObjectName("playgroundGenerate")
+        self.generate_button.setDefault(True)
+        self.generate_button.clicked.connect(self.generate)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("playgroundStop")
+        self.stop_button.clicked.connect(self.stop)
+        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.generate)
+
+        self.base_pane = _pane("playgroundBase", "Base model answer")
+        self.adapted_pane = _pane("playgroundAdapted", "Answer with the adapter")
+        self.base_title = QLabel("<b>Base model</b>")
+        self.adapted_title = QLabel("<b>With adapter</b>")
+        for label in (self.base_title, self.adapted_title):
+            label.setTextFormat(Qt.TextFormat.RichText)
+        text_page = QWidget()
+        panes = QGridLayout(text_page)
+        panes.setContentsMargins(0, 0, 0, 0)
+        panes.addWidget(self.base_title, 0, 0)
+        panes.addWidget(self.adapted_title, 0, 1)
+        panes.addWidget(self.base_pane, 1, 0)
+        panes.addWidget(self.adapted_pane, 1, 1)
+
+        self.prediction = QLabel()
+        self.prediction.setObjectName("playgroundPrediction")
+        self.prediction.setTextFormat(Qt.TextFormat.RichText)
+        self.prediction.setWordWrap(True)
+        self.table = QTableWidget(0, 3)
+        self.table.setObjectName("playgroundClassification")
+        self.table.setAccessibleName("Probability per label")
+        self.table.setHorizontalHeaderLabels(["Label", "Base model", "With adapter"])
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setItemDelegate(ShareBarDelegate(self.table))
+        class_page = QWidget()
+        class_column = QVBoxLayout(class_page)
+        class_column.setContentsMargins(0, 0, 0, 0)
+        class_column.addWidget(self.prediction)
+        class_column.addWidget(self.table)
+        self.class_note = QLabel("The base model has no trained classifier head (it is random, the same on every "
+                                 "run): its probabilities are the baseline the adapter's head and update start "
+                                 "from, not a prediction.")
+        self.class_note.setObjectName("playgroundClassNote")
+        self.class_note.setWordWrap(True)
+        muted(self.class_note)
+        class_column.addWidget(self.class_note)
+        class_column.addStretch(1)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(text_page)
+        self.pages.addWidget(class_page)
+
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Adapter"))
+        top.addWidget(self.adapter_combo, 1)
+        top.addWidget(self.about, 1)
+        self.options_row = QWidget()
+        options = QHBoxLayout(self.options_row)
+        options.setContentsMargins(0, 0, 0, 0)
+        options.addWidget(QLabel("Max new tokens"))
+        options.addWidget(self.max_tokens)
+        options.addSpacing(12)
+        options.addWidget(QLabel("Temperature"))
+        options.addWidget(self.temperature)
+        options.addStretch(1)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.options_row)
+        buttons.addStretch(1)
+        buttons.addWidget(self.generate_button)
+        buttons.addWidget(self.stop_button)
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status, 1)
+        status_row.addWidget(self.busy)
+        column = QVBoxLayout(self)
+        column.addLayout(top)
+        column.addWidget(self.prompt)
+        column.addLayout(buttons)
+        column.addLayout(status_row)
+        column.addWidget(self.pages, 1)
+        self.resize(960, 560)
+        self._update_controls()
+
+    # -- adapters ----------------------------------------------------------------------------
+
+    def set_entries(self, entries: list[Entry], current: str | None = None) -> None:
+        """The adapters to choose from; `current` is picked (else the one picked stays)."""
+        keep = current or self.adapter_combo.currentData()
+        self.entries = {e.name: e for e in entries}
+        if self.session_name is not None and self.session_name not in self.entries:
+            self.release()
+        self.adapter_combo.blockSignals(True)
+        self.adapter_combo.clear()
+        for e in entries:
+            self.adapter_combo.addItem(e.name, e.name)
+            self.adapter_combo.setItemData(self.adapter_combo.count() - 1,
+                                           f"{e.variant} · {e.base_model}", Qt.ItemDataRole.ToolTipRole)
+        index = self.adapter_combo.findData(keep) if keep else -1
+        self.adapter_combo.setCurrentIndex(index if index >= 0 else (0 if entries else -1))
+        self.adapter_combo.blockSignals(False)
+        self._on_adapter_combo_changed(self.adapter_combo.currentIndex())
+
+    def current_entry(self) -> Entry | None:
+        return self.entries.get(self.adapter_combo.currentData() or "")
+
+    def forget(self, name: str) -> None:
+        """`name` is about to be renamed or deleted: let go of its loaded model."""
+        if self.session_name == name or (self.load_job is not None and self.adapter_combo.currentData() == name):
+            self.release()
+
+    def _on_adapter_combo_changed(self, index: int) -> None:
+        entry = self.current_entry()
+        classifier = entry is not None and entry.task == CLASSIFIER
+        self.pages.setCurrentIndex(1 if classifier else 0)
+        self.options_row.setVisible(not classifier)
+        self.generate_button.setText("Classify" if classifier else "Generate")
+        self.prompt.setPlaceholderText("Text to classify (Ctrl+Enter classifies)" if classifier
+                                       else "Write a prompt (Ctrl+Enter generates)")
+        if entry is None:
+            self.about.setText("")
+            self.release()
+            self.status.setText("No adapter in the gallery yet")
+            self._update_controls()
+            return
+        self.about.setText(f"{entry.variant}{f' · r {entry.rank}' if entry.rank else ''} on "
+                           f"{short_base(entry.base_model)}")
+        self.adapted_title.setText(f"<b>With adapter</b> · {escape(entry.name)}")
+        if entry.name == self.session_name and self.session is not None:
+            self._update_controls()
+            return
+        self.release()
+        if self.isVisible():
+            self.load()
+        self._update_controls()
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load base model + adapter for the chosen entry in the background (once)."""
+        entry = self.current_entry()
+        if entry is None or self.load_job is not None or (self.session is not None and
+                                                          self.session_name == entry.name):
+            return
+
+        def work(progress, should_stop):
+            session = make_playground(entry)
+            try:
+                session.load(progress=progress, should_stop=should_stop)
+            except BaseException:
+                _close_quietly(session)
+                raise
+            if should_stop():             # picked another adapter (or closed) while this loaded
+                _close_quietly(session)
+                raise JobCancelled()
+            return session
+
+        job = BackgroundJob(work, self, name="playgroundLoad")
+        job.progressed.connect(lambda message, fraction: self._set_status(f"loading {entry.name}: {message}"))
+        job.succeeded.connect(lambda session, j=job: self._on_loaded(j, entry.name, session))
+        job.failed.connect(lambda text, j=job: self._on_load_failed(j, text))
+        job.cancelled.connect(lambda j=job: self._on_load_failed(j, None))
+        self.load_job = job
+        self._set_status(f"loading the base model and {entry.name}…")
+        job.start()
+        self._update_controls()
+
+    def _on_loaded(self, job, name: str, session) -> None:
+        if job is not self.load_job:
+            _close_quietly(session)
+            return
+        self.load_job = None
+        self.session, self.session_name = session, name
+        self._set_status(f"{name} is ready: write a prompt and press {self.generate_button.text()}")
+        self.loaded.emit(name)
+        self._update_controls()
+        if self._pending:
+            self._pending = False
+            self.generate()
+
+    def _on_load_failed(self, job, text: str | None) -> None:
+        if job is not self.load_job:
+            return
+        self.load_job = None
+        self._pending = False
+        if text:
+            self._set_status(text, error=True)
+            self.failed.emit(text)
+        else:
+            self._set_status("loading cancelled")
+        self._update_controls()
+
+    def release(self, wait: bool = False) -> None:
+        """Stop what runs and close the loaded model (another adapter, or the dialog closes).
+
+        A generation stops at its next token and is waited for (the model it uses is closed
+        next). A load cannot stop half way: it is left to finish on its thread, where it closes
+        what it loaded itself (it was cancelled); `wait` also waits for it (the window closes)."""
+        self._pending = False
+        run, load = self.run_job, self.load_job
+        for job in (run, load):
+            if job is not None:
+                job.cancel()
+        if run is not None:
+            run.wait(60000)
+        if wait and load is not None:
+            load.wait(300000)
+        self.run_job = self.load_job = None
+        if self.session is not None:
+            _close_quietly(self.session)
+        self.session, self.session_name = None, None
+        self._update_controls()
+
+    def shutdown(self) -> None:
+        self.release(wait=True)
+
+    # -- generating --------------------------------------------------------------------------
+
+    def generate(self) -> None:
+        """Generate (or classify) with the loaded model; loads it first when needed."""
+        entry = self.current_entry()
+        if entry is None or self.run_job is not None:
+            return
+        text = self.prompt.toPlainText()
+        if not text.strip():
+            self._set_status("write a prompt first", error=True)
+            return
+        if self.session is None or self.session_name != entry.name:
+            self._pending = True
+            self.load()
+            return
+        session, classifier = self.session, entry.task == CLASSIFIER
+        self._run_id += 1
+        run = self._run_id
+        if classifier:
+            def work(progress, should_stop):
+                return session.classify(text)
+        else:
+            self.base_pane.clear()
+            self.adapted_pane.clear()
+            max_new, temperature, pump = self.max_tokens.value(), self.temperature.value(), self.pump
+
+            def work(progress, should_stop):
+                return session.generate(text, max_new_tokens=max_new, temperature=temperature,
+                                        on_text=lambda which, piece: pump.push(run, which, piece),
+                                        should_stop=should_stop)
+
+        job = BackgroundJob(work, self, name="playgroundRun")
+        job.succeeded.connect(lambda result, j=job: self._on_run_done(j, result, classifier))
+        job.failed.connect(lambda message, j=job: self._on_run_failed(j, message))
+        job.cancelled.connect(lambda j=job: self._on_run_failed(j, None))
+        self.run_job = job
+        self._started = time.monotonic()
+        self._set_status("classifying…" if classifier
+                         else "generating with the base model, then with the adapter…")
+        job.start()
+        self._update_controls()
+
+    def stop(self) -> None:
+        if self.run_job is not None:
+            self.run_job.cancel()
+            self._set_status("stopping…")
+        elif self.load_job is not None:
+            self._pending = False
+            self.load_job.cancel()
+
+    def _on_pump_arrived(self) -> None:
+        for run, which, text in self.pump.take():
+            if run != self._run_id:
+                continue                  # a stopped generation's last pieces
+            pane = self.adapted_pane if which == "adapted" else self.base_pane
+            cursor = pane.textCursor()
+            cursor.movePosition(QTextCursor.MoveOperation.End)
+            cursor.insertText(text)
+            pane.setTextCursor(cursor)
+            pane.ensureCursorVisible()
+
+    def _on_run_done(self, job, result: dict, classifier: bool) -> None:
+        if job is not self.run_job:
+            return
+        self.run_job = None
+        self._on_pump_arrived()
+        took = time.monotonic() - self._started
+        if classifier:
+            self.show_classification(result)
+            self.classified.emit(result)
+        else:
+            # the returned text is the whole answer: it settles anything a piece missed
+            for pane, key in ((self.base_pane, "base"), (self.adapted_pane, "adapted")):
+                if isinstance(result, dict) and isinstance(result.get(key), str) \
+                        and pane.toPlainText() != result[key]:
+                    pane.setPlainText(result[key])
+            self.generated.emit(result if isinstance(result, dict) else {})
+        self._set_status(f"done in {took:.1f} s")
+        self._update_controls()
+
+    def _on_run_failed(self, job, message: str | None) -> None:
+        if job is not self.run_job:
+            return
+        self.run_job = None
+        self._on_pump_arrived()
+        if message:
+            self._set_status(message, error=True)
+            self.failed.emit(message)
+        else:
+            self._set_status("stopped")
+        self._update_controls()
+
+    def show_classification(self, result: dict) -> None:
+        labels = [str(x) for x in result.get("labels") or []]
+        base = [float(x) for x in result.get("base") or []]
+        adapted = [float(x) for x in result.get("adapted") or []]
+        self.table.setRowCount(len(labels))
+        best = {"base": _argmax(base), "adapted": _argmax(adapted)}
+        for row, label in enumerate(labels):
+            cells = [label, _percent(base, row), _percent(adapted, row)]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                    values = base if col == 1 else adapted
+                    item.setData(SHARE_ROLE, values[row] if row < len(values) else None)
+                if (col == 1 and row == best["base"]) or (col == 2 and row == best["adapted"]):
+                    font = QFont(item.font())
+                    font.setBold(True)
+                    item.setFont(font)
+                self.table.setItem(row, col, item)
+        parts = []
+        for key, title, values in (("base", "Base model", base), ("adapted", "With adapter", adapted)):
+            i = best[key]
+            if i is not None and i < len(labels):
+                parts.append(f"{title}: <b>{escape(labels[i])}</b> ({_percent(values, i)})")
+        self.prediction.setText(" &nbsp;·&nbsp; ".join(parts))
+        self.table.resizeRowsToContents()
+        height = self.table.horizontalHeader().height() + sum(self.table.rowHeight(r) for r in range(len(labels)))
+        self.table.setFixedHeight(height + 2 * self.table.frameWidth() + 2)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet(ERROR_STYLE if error else "")
+
+    def _update_controls(self) -> None:
+        busy = self.run_job is not None or self.load_job is not None
+        self.busy.setVisible(busy)
+        has = self.current_entry() is not None
+        self.generate_button.setEnabled(has and self.run_job is None)
+        self.stop_button.setEnabled(busy)
+        self.adapter_combo.setEnabled(self.run_job is None)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self.session is None and self.load_job is None:
+            self.load()
+
+    def done(self, result: int) -> None:
+        self.release()
+        super().done(result)
+
+    def closeEvent(self, event) -> None:
+        self.release()
+        super().closeEvent(event)
+
+
+def _close_quietly(session) -> None:
+    try:
+        session.close()
+    except Exception:   # closing frees memory; a failure there must not take the window down
+        pass
+
+
+def _argmax(values: list[float]) -> int | None:
+    return max(range(len(values)), key=values.__getitem__) if values else None
+
+
+def _percent(values: list[float], i: int) -> str:
+    return f"{100 * values[i]:.1f}%" if i < len(values) else "–"
