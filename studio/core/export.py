@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -386,18 +387,29 @@ def combine(entries: list[Entry], weights: list[float], *, method: str = "linear
             "options": {"r": int(model.peft_config["combined"].r), "method": method, "weights": weights,
                         **({"density": density} if kwargs else {})},
             "derived_from": {"combine": [e.name for e in entries], "method": method, "weights": weights}}
-    scratch = gallery.root / f".{name}.combine"
-    shutil.rmtree(scratch, ignore_errors=True)
-    try:
+    def save(scratch: Path) -> Path:
         model.save_pretrained(str(scratch), selected_adapters=["combined"])
-        folder = scratch / "combined"
-        tokenizer.save_pretrained(str(folder))
-        report.check()
-        entry = gallery.add_folder(folder, name, meta)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        return scratch / "combined"     # peft writes a non-default adapter into its own subfolder
+
+    entry = _save_as_entry(gallery, name, meta, save, tokenizer, report)
     report(f"combined into {entry.name}", 1.0)
     return entry
+
+
+def _save_as_entry(gallery: Gallery, name: str, meta: dict, save: Callable[[Path], Path], tokenizer,
+                   report: _Reporter) -> Entry:
+    """A new gallery entry from a model in memory: `save(scratch)` writes the PEFT files into a
+    hidden scratch folder in the gallery (and returns where they are), the tokenizer joins them,
+    and add_folder copies them in atomically; the scratch folder goes whatever happens."""
+    gallery.root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".new", dir=gallery.root))
+    try:
+        folder = save(scratch)
+        tokenizer.save_pretrained(str(folder))
+        report.check()
+        return gallery.add_folder(folder, name, meta)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # -- resize (truncated SVD of ΔW) ----------------------------------------------------------------
@@ -536,15 +548,11 @@ def resize(entry: Entry, *, rank: int | None = None, energy: float | None = None
                  "options": {"r": k, "alpha": float(k), "energy_kept": kept},
                  "derived_from": {"resize": entry.name, "rank": k, "energy_kept": kept,
                                   "from_variant": entry.variant}})
-    scratch = gallery.root / f".{name}.resize"
-    shutil.rmtree(scratch, ignore_errors=True)
-    try:
+    def save(scratch: Path) -> Path:
         new.save_pretrained(str(scratch))
-        tokenizer.save_pretrained(str(scratch))
-        report.check()
-        result = gallery.add_folder(scratch, name, meta)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        return scratch
+
+    result = _save_as_entry(gallery, name, meta, save, tokenizer, report)
     report(f"resized {entry.name} to rank {k} ({kept:.2%} of ‖ΔW‖² kept) as {result.name}", 1.0)
     return result
 

@@ -888,28 +888,18 @@ class GalleryController(QObject):
     def build_menu(self, menu: QMenu) -> QMenu:
         """Fill the window's Gallery menu."""
         menu.setObjectName("galleryMenu")
-        for group in ((self.import_action, self.refresh_action),
-                      (self.playground_action, self.combine_action, self.resize_action),
-                      (self.export_adapter_action, self.export_merged_action),
-                      (self.rename_action, self.open_folder_action, self.delete_action)):
-            for action in group:
-                menu.addAction(action)
-            menu.addSeparator()
-        menu.removeAction(menu.actions()[-1])
-        return menu
+        return _fill(menu, ((self.import_action, self.refresh_action),
+                            (self.playground_action, self.combine_action, self.resize_action),
+                            (self.export_adapter_action, self.export_merged_action),
+                            (self.rename_action, self.open_folder_action, self.delete_action)))
 
     def context_menu(self) -> QMenu:
         menu = QMenu(self.view)
         menu.setObjectName("galleryContextMenu")
-        for group in ((self.playground_action,), (self.export_adapter_action, self.export_merged_action),
-                      (self.combine_action, self.resize_action),
-                      (self.rename_action, self.open_folder_action, self.delete_action),
-                      (self.import_action, self.refresh_action)):
-            for action in group:
-                menu.addAction(action)
-            menu.addSeparator()
-        menu.removeAction(menu.actions()[-1])
-        return menu
+        return _fill(menu, ((self.playground_action,), (self.export_adapter_action, self.export_merged_action),
+                            (self.combine_action, self.resize_action),
+                            (self.rename_action, self.open_folder_action, self.delete_action),
+                            (self.import_action, self.refresh_action)))
 
     def update_actions(self) -> None:
         selected = self.view.selected_entry() is not None
@@ -1161,3 +1151,12 @@ class GalleryController(QObject):
         if self.playground is not None and self.playground.isVisible():
             self.playground.set_entries(self.view.entries(), None)
 
+
+def _fill(menu: QMenu, groups) -> QMenu:
+    """Add groups of actions to a menu, a separator between groups."""
+    for i, group in enumerate(groups):
+        if i:
+            menu.addSeparator()
+        for action in group:
+            menu.addAction(action)
+    return menu
