@@ -195,11 +195,11 @@ def cmd_resize(args) -> int:
 
 @_guard
 def cmd_generate(args) -> int:
-    from studio.core import export
+    from studio.core.playground import Playground
 
     entry = _entry(args.adapter)
     args._progress = progress = _Progress()
-    playground = export.Playground(entry).load(progress=progress)
+    playground = Playground(entry).load(progress=progress)
     progress.done()
     if playground.task == "sequence-classification":
         result = playground.classify(args.prompt)

@@ -1,6 +1,6 @@
 """What the gallery does with an adapter: merge it into its base and write a Hugging Face model
 folder, export the PEFT folder alone, combine several, truncate one to a lower rank, and run it
-next to its base in the playground.
+next to its base in the playground (playground.py).
 
 Every adapter in the gallery is a stock PEFT adapter for its ORIGINAL base model (Delta-LoRA
 exports its moved weights as a rank-2r LoRA, LoRA-drop gives each tied module its own copy), so
@@ -37,7 +37,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 ADAPTER = "default"
 
 
-class _Reporter:
+class Reporter:
     """progress/should_stop with defaults, and the stop check."""
 
     def __init__(self, progress: Callable | None, should_stop: Callable[[], bool] | None):
@@ -170,14 +170,14 @@ def pad_token_id(files: list[Path]) -> int | None:
     return None
 
 
-def load_adapted(entry: Entry, *, dtype=None, device=None, report: _Reporter | None = None,
+def load_adapted(entry: Entry, *, dtype=None, device=None, report: Reporter | None = None,
                  with_tokenizer: bool = True):
     """(peft model on the original base with the entry's adapter, tokenizer or None), in eval mode."""
     import transformers
     from peft import PeftModel
 
     transformers.utils.logging.disable_progress_bar()   # progress goes through `report`
-    report = report or _Reporter(None, None)
+    report = report or Reporter(None, None)
     report(f"loading the base model {entry.base_model}", 0.02)
     resolved = resolve_base(entry)
     tokenizer = load_tokenizer_for(entry, resolved) if with_tokenizer else None
@@ -233,7 +233,7 @@ def export_adapter(entry: Entry, out_dir, *, overwrite: bool = False, progress=N
                    gallery: Gallery | None = None) -> Path:
     """The adapter alone, as a PEFT folder (adapter_config.json, adapter_model.safetensors, the
     tokenizer, studio.json and any variant sidecar), which stock PEFT loads on the base model."""
-    report = _Reporter(progress, should_stop)
+    report = Reporter(progress, should_stop)
     out = _check_out(out_dir, gallery, overwrite, entry)
     with atomic_dir(out) as tmp:
         files = [f for f in entry.path.iterdir() if f.is_file() and f.name != TELEMETRY]
@@ -246,7 +246,7 @@ def export_adapter(entry: Entry, out_dir, *, overwrite: bool = False, progress=N
     return out
 
 
-def merge_layers(model, report: _Reporter, start: float = 0.2, end: float = 0.7):
+def merge_layers(model, report: Reporter, start: float = 0.2, end: float = 0.7):
     """peft's merge, one adapted layer at a time (progress, stop between layers), then unload:
     each layer's weight is replaced in place, so memory stays near one copy of the model."""
     from peft.tuners.tuners_utils import BaseTunerLayer
@@ -276,7 +276,7 @@ def export_merged(entry: Entry, out_dir, *, overwrite: bool = False, progress=No
     """Merge the adapter into its base model and write a standard Hugging Face folder
     (safetensors, config.json, generation_config.json, tokenizer) that stock transformers loads
     with no PEFT. The base is loaded in the dtype it is stored in."""
-    report = _Reporter(progress, should_stop)
+    report = Reporter(progress, should_stop)
     out = _check_out(out_dir, gallery, overwrite, entry)
     # the tokenizer is copied file by file, not loaded: it is exactly what the adapter used
     resolved = resolve_base(entry)
@@ -351,7 +351,7 @@ def combine(entries: list[Entry], weights: list[float], *, method: str = "linear
             density: float = 0.5, gallery: Gallery | None = None, progress=None, should_stop=None) -> Entry:
     """peft's add_weighted_adapter over several gallery adapters of one base: a new entry."""
     gallery = gallery or Gallery()
-    report = _Reporter(progress, should_stop)
+    report = Reporter(progress, should_stop)
     problem = combine_problem(entries, method)
     if problem:
         raise GalleryError(f"combine: {problem}")
@@ -397,7 +397,7 @@ def combine(entries: list[Entry], weights: list[float], *, method: str = "linear
 
 
 def _save_as_entry(gallery: Gallery, name: str, meta: dict, save: Callable[[Path], Path], tokenizer,
-                   report: _Reporter) -> Entry:
+                   report: Reporter) -> Entry:
     """A new gallery entry from a model in memory: `save(scratch)` writes the PEFT files into a
     hidden scratch folder in the gallery (and returns where they are), the tokenizer joins them,
     and add_folder copies them in atomically; the scratch folder goes whatever happens."""
@@ -456,7 +456,7 @@ def _curve(svds) -> dict:
 def energy_curve(entry: Entry, *, progress=None, should_stop=None) -> dict:
     """The share of ‖ΔW‖²_F (summed over layers) a uniform rank k keeps, for k = 1..max_rank.
     For DoRA, ΔW is the low-rank update of the direction (the magnitude is kept as it is)."""
-    report = _Reporter(progress, should_stop)
+    report = Reporter(progress, should_stop)
     model, _ = load_adapted(entry, report=report)
     report.check()
     report("computing the spectrum of every update", 0.6)
@@ -483,7 +483,7 @@ def resize(entry: Entry, *, rank: int | None = None, energy: float | None = None
     from peft.utils.other import ModulesToSaveWrapper
 
     gallery = gallery or Gallery()
-    report = _Reporter(progress, should_stop)
+    report = Reporter(progress, should_stop)
     if (rank is None) == (energy is None):
         raise InputError("resize: give either a rank or an energy share to keep")
     if energy is not None and not 0 < float(energy) <= 1:
@@ -555,104 +555,3 @@ def resize(entry: Entry, *, rank: int | None = None, energy: float | None = None
     result = _save_as_entry(gallery, name, meta, save, tokenizer, report)
     report(f"resized {entry.name} to rank {k} ({kept:.2%} of ‖ΔW‖² kept) as {result.name}", 1.0)
     return result
-
-
-# -- playground --------------------------------------------------------------------------------
-
-class Playground:
-    """An adapter and its base, loaded once, answering prompts side by side."""
-
-    def __init__(self, entry: Entry):
-        self.entry = entry
-        self.task = entry.task
-        self.model = None
-        self.tokenizer = None
-
-    def load(self, progress=None, should_stop=None) -> "Playground":
-        import torch
-
-        from .training import pick_device
-
-        torch.manual_seed(0)   # a classifier's base head is random: the same one every time
-        report = _Reporter(progress, should_stop)
-        self.model, self.tokenizer = load_adapted(self.entry, device=pick_device("auto"), report=report)
-        report("ready", 1.0)
-        return self
-
-    def _inputs(self, prompt: str):
-        tok = self.tokenizer
-        if self.task == "causal-lm" and getattr(tok, "chat_template", None):
-            enc = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                          return_tensors="pt", return_dict=True)
-        else:
-            enc = tok(prompt, return_tensors="pt", truncation=True)
-        device = next(self.model.parameters()).device
-        return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-
-    def generate(self, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.0,
-                 on_text: Callable[[str, str], None] | None = None, should_stop=None) -> dict:
-        """The base model's answer, then the adapted model's, each streamed piece by piece."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
-
-        if self.model is None:
-            self.load()
-        if self.task != "causal-lm":
-            raise InputError(f"{self.entry.name}: a {self.task} adapter classifies text; it does not generate")
-        inputs = self._inputs(prompt)
-
-        class _Stop(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return bool(should_stop and should_stop())
-
-        answers = {}
-        for which in ("base", "adapted"):
-            pieces: list[str] = []
-
-            class _Streamer(TextStreamer):
-                def on_finalized_text(self, text: str, stream_end: bool = False):
-                    if text:
-                        pieces.append(text)
-                        if on_text is not None:
-                            on_text(which, text)
-
-            streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-            kwargs = dict(max_new_tokens=int(max_new_tokens), streamer=streamer,
-                          stopping_criteria=StoppingCriteriaList([_Stop()]),
-                          pad_token_id=self.tokenizer.pad_token_id)
-            if temperature > 0:
-                kwargs.update(do_sample=True, temperature=float(temperature))
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            torch.manual_seed(0)
-            with torch.no_grad():
-                if which == "base":
-                    with self.model.disable_adapter():
-                        self.model.generate(**inputs, **kwargs)
-                else:
-                    self.model.generate(**inputs, **kwargs)
-            answers[which] = "".join(pieces)
-            if should_stop and should_stop():
-                break
-        return answers
-
-    def classify(self, text: str) -> dict:
-        """Label probabilities of the base model (its untrained head) and of the adapted model."""
-        import torch
-
-        if self.model is None:
-            self.load()
-        if self.task != "sequence-classification":
-            raise InputError(f"{self.entry.name}: a {self.task} adapter generates text; it does not classify")
-        inputs = self._inputs(text)
-        with torch.no_grad():
-            with self.model.disable_adapter():
-                base = torch.softmax(self.model(**inputs).logits.float(), -1)[0]
-            adapted = torch.softmax(self.model(**inputs).logits.float(), -1)[0]
-        id2label = self.model.config.id2label
-        labels = [str(id2label.get(i, i)) for i in range(adapted.numel())]
-        return {"labels": labels, "base": base.tolist(), "adapted": adapted.tolist()}
-
-    def close(self) -> None:
-        self.model = None
-        self.tokenizer = None

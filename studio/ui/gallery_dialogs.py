@@ -1,7 +1,7 @@
 """The gallery's dialogs: CombineDialog (several adapters on one base model into a new one) and
 ResizeDialog (truncate an adapter to a lower rank, chosen on its energy curve).
 
-Both only collect a choice; the controller (gallery_view.GalleryController) runs the combine or
+Both only collect a choice; the controller (gallery_actions.GalleryController) runs the combine or
 resize itself in a BackgroundJob. What the engine can check cheaply (studio.core.export's
 combine_problem, gallery names) is checked live and keeps OK disabled with the reason shown; the
 energy curve, which needs the adapter's tensors, is computed in the dialog's own BackgroundJob.

@@ -27,9 +27,9 @@ from studio.core.errors import StudioError
 from studio.core.paths import studio_home
 
 from .charts_panel import ChartsPanel
-from .gallery_view import GalleryController
+from .gallery_actions import GalleryController
 from .history import RunHistory
-from .panels import DATA_SUFFIXES, DataPanel, ModelPanel, TrainingPanel, VariantPanel
+from .panels import DATA_SUFFIXES, DataPanel, ModelPanel, TrainingPanel, VariantPanel, preview_html
 from .theme import THEMES, apply_theme
 from .worker import RunController, running_threads
 
@@ -923,44 +923,3 @@ def _status_from_history(history: RunHistory) -> dict:
     return {"device": f"{st['device']} · {st.get('precision', '')}" if st.get("device") else "auto",
             "step": st.get("step", 0), "total": st.get("total_steps") or 0,
             "speed": st.get("tokens_per_s"), "memory": st.get("memory_mb")}
-
-
-def preview_html(p: dict) -> str:
-    """The dataset preview: statistics, then the first rows as the model sees them, with the
-    tokens that carry loss highlighted."""
-    stats = p.get("lengths") or {}
-    head = [f"<h3>{escape(Path(str(p.get('path', ''))).name)}</h3>",
-            f"<p><b>format</b> {escape(str(p.get('format', '?')))} · <b>rows</b> {p.get('rows', '?')} in the file, "
-            f"{p.get('train_examples', '?')} training and {p.get('eval_examples') or 0} evaluation examples"]
-    if p.get("chat_template"):
-        head.append(f" · <b>chat template</b> {escape(str(p['chat_template']))}")
-    head.append("</p>")
-    if stats:
-        head.append("<p><b>tokens per row</b> " + ", ".join(
-            f"{k} {stats[k]:,.0f}" for k in ("min", "median", "mean", "p95", "max") if k in stats)
-            + (f" · total {p['total_tokens']:,}" if p.get("total_tokens") else "")
-            + (f" · {p['loss_tokens']:,} carry loss" if p.get("loss_tokens") else "") + "</p>")
-    if p.get("truncated"):
-        head.append(f"<p style='color:#b26b00'>{p['truncated']} rows are longer than max_seq_len "
-                    f"({p.get('max_seq_len', '?')}) and will be truncated.</p>")
-    if p.get("label_names"):
-        counts = p.get("label_counts") or {}
-        head.append("<p><b>labels</b> " + escape(", ".join(
-            f"{name} ({counts[name]})" if name in counts else str(name) for name in p["label_names"])) + "</p>")
-    for w in p.get("warnings") or []:
-        head.append(f"<p style='color:#b26b00'>⚠ {escape(str(w))}</p>")
-    head.append("<p style='font-size:small'>Highlighted text carries the loss (what the model learns to "
-                "write); the rest is context.</p>")
-    rows = []
-    for i, ex in enumerate(p.get("examples") or []):
-        segments = ex.get("segments") or [[ex.get("text", ""), True]]
-        body = "".join(
-            (f"<span style='background:#d7ecd9;color:#0b3d14'>{escape(text)}</span>" if trained
-             else escape(text)) for text, trained in segments)
-        label = f" — label <b>{escape(str(ex['label']))}</b>" if ex.get("label") is not None else ""
-        tokens = f" · {ex['tokens']} tokens" if ex.get("tokens") is not None else ""
-        cut = (f"<span style='color:#999'>{escape(ex['cut_text'])}</span>" if ex.get("cut_text") else "")
-        rows.append(f"<p><b>row {ex.get('row', i + 1)}</b>{tokens}{label}"
-                    + (" · <i>truncated</i>" if ex.get("truncated") else "") + "</p>"
-                    f"<pre style='white-space:pre-wrap'>{body}{cut}</pre>")
-    return "".join(head) + "<hr>" + "".join(rows)

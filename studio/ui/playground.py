@@ -41,7 +41,7 @@ SHARE_ROLE = Qt.ItemDataRole.UserRole + 1      # a probability cell's value, 0..
 
 def make_playground(entry: Entry):
     """The engine's Playground for an entry (tests replace this with a fake)."""
-    from studio.core.export import Playground
+    from studio.core.playground import Playground
 
     return Playground(entry)
 

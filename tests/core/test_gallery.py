@@ -15,6 +15,7 @@ from studio.core import export
 from studio.core.config import RunConfig
 from studio.core.errors import Cancelled, InputError
 from studio.core.gallery import Gallery, GalleryError, check_name
+from studio.core.playground import Playground
 from studio.core.training import Session
 
 TEXTS = ["The capital of France is Paris.", "Convert 3 kilometres to metres, please!"]
@@ -372,7 +373,7 @@ def test_resize_to_a_lower_rank_keeps_the_energy_it_reports(trained):
 def test_playground_streams_the_base_and_the_adapted_answer(trained):
     session = trained["lora"]
     pieces = {"base": [], "adapted": []}
-    playground = export.Playground(_entry(session)).load()
+    playground = Playground(_entry(session)).load()
     answers = playground.generate("What is the capital of France?", max_new_tokens=6,
                                   on_text=lambda which, text: pieces[which].append(text))
     assert "".join(pieces["base"]) == answers["base"] and "".join(pieces["adapted"]) == answers["adapted"]
@@ -392,7 +393,7 @@ def test_playground_classifies_with_both_heads(tiny_bert, tmp_path):
     session = _train(tiny_bert, tmp_path, "lora", task="sequence-classification", steps=2, r=4, alpha=8)
     entry = _entry(session)
     assert entry.labels and len(entry.labels) == 3
-    result = export.Playground(entry).load().classify("This product is great, I love it!")
+    result = Playground(entry).load().classify("This product is great, I love it!")
     assert result["labels"] == entry.labels
     for key in ("base", "adapted"):
         assert sum(result[key]) == pytest.approx(1.0, abs=1e-5)

@@ -7,23 +7,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import pickle
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from background_run import finish_run, start_run, stop_run
 from studio.ui.history import (GROUPS, GrowingTable, RunHistory, compact_name, layer_period, module_type,
                                 short_name)
 
 
-
-
-
-TESTS = Path(__file__).resolve().parents[1]
 LAYERS = [f"model.layers.{i}.self_attn.{t}" for i in range(2) for t in ("q_proj", "v_proj")]
 
 
@@ -253,25 +245,6 @@ def test_from_run_folder_skips_a_torn_last_line(tmp_path):
 
 # The run goes in a subprocess: it keeps torch out of this process, whose heap every test's
 # teardown walks (conftest.py), and trains on the other core while the synthetic tests run.
-RUN_SCRIPT = r"""
-import json, pickle, sys
-from pathlib import Path
-folder, variant, tests = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
-sys.path.insert(0, tests)
-from tiny_models import make_tiny_llama
-from studio.core.config import RunConfig
-from studio.core.training import Session
-raw = {"model": {"source": make_tiny_llama(folder / "model")},
-       "data": {"path": str(Path(tests).parent / "resources" / "datasets" / "chat_sample.jsonl"),
-                "eval_fraction": 0.1, "max_seq_len": 64},
-       "variant": variant,
-       "train": {"output_dir": str(folder / "runs"), "max_steps": 8, "batch_size": 4, "learning_rate": 5e-3,
-                 "save_every": 0, "eval_every": 4, "device": "cpu", "precision": "fp32"},
-       "telemetry": {"every": 2, "budget": 0}}
-events = []
-result = Session(RunConfig.from_dict(raw, "test")).run(sink=events.append)
-(folder / "live.pickle").write_bytes(pickle.dumps((str(result.run_dir), result.status, result.error, events)))
-"""
 VARIANT = {"name": "lora-drop", "r": 4, "threshold": 0.5}     # threshold 0.5: some layers shared
 
 
@@ -279,25 +252,15 @@ VARIANT = {"name": "lora-drop", "r": 4, "threshold": 0.5}     # threshold 0.5: s
 def _real_run(tmp_path_factory, studio_home):
     """Start the tiny LoRA-drop run (8 steps, telemetry every 2) when the module starts."""
     folder = tmp_path_factory.mktemp("lora-drop-run")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    with open(folder / "log.txt", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT, str(folder), json.dumps(VARIANT), str(TESTS)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=TESTS.parent)
+    proc = start_run(folder, VARIANT)
     yield folder, proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    stop_run(proc)
 
 
 @pytest.fixture(scope="module")
 def lora_drop_run(_real_run):
     """(run folder, the events its sink received live)."""
-    folder, proc = _real_run
-    code = proc.wait(timeout=300)
-    assert code == 0, (folder / "log.txt").read_text(errors="replace")[-3000:]
-    run_dir, status, error, events = pickle.loads((folder / "live.pickle").read_bytes())
-    assert status == "completed", error
-    return Path(run_dir), events
+    return finish_run(*_real_run)
 
 
 def _arrays(h: RunHistory) -> dict:
