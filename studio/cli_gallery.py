@@ -55,17 +55,29 @@ class _Progress:
 
 
 def _guard(fn):
-    """StudioError -> one line and its exit code (the rest is cli.main's job)."""
+    """StudioError -> one line and its exit code; a full disk, another file-system error or
+    running out of memory -> one line and exit 1 (not bad input); the rest is cli.main's job."""
     def wrapped(args) -> int:
         from studio.core.errors import StudioError
+        from studio.core.paths import disk_full_error
+
+        def fail(message: str, code: int) -> int:
+            if getattr(args, "_progress", None):
+                args._progress.done()
+            _err(message)
+            return code
 
         try:
             return fn(args)
         except StudioError as e:
-            if getattr(args, "_progress", None):
-                args._progress.done()
-            _err(str(e))
-            return e.exit_code
+            return fail(str(e), e.exit_code)
+        except MemoryError:
+            return fail("out of memory (RAM): close other programs and try again; nothing was written", 1)
+        except OSError as e:
+            full = disk_full_error(e, e.filename or "a file", where=e.filename)
+            if full is not None:
+                return fail(str(full), 1)
+            return fail(f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}", 1)
     return wrapped
 
 

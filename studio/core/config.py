@@ -9,14 +9,16 @@ chosen variant's own options dataclass (see variants/).
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .options import coerce, option
+from .options import coerce, option, shown
 
 
 @dataclass
@@ -45,7 +47,7 @@ class DataSection:
 @dataclass
 class TrainSection:
     output_dir: str = option("runs", "Where run folders are created")
-    epochs: float = option(3.0, "Passes over the training data", min=0.0)
+    epochs: float = option(3.0, "Passes over the training data", min=0.0, max=1e6)
     max_steps: int = option(0, "> 0 overrides epochs", min=0)
     batch_size: int = option(4, "Examples per device per step", min=1)
     grad_accum: int = option(1, "Micro-batches per optimizer step", min=1)
@@ -59,7 +61,8 @@ class TrainSection:
     gradient_checkpointing: bool = option(False, "Trade compute for memory on long sequences")
     save_every: int = option(50, "Checkpoint every N optimizer steps (0 = none; a stop still saves one)", min=0)
     eval_every: int = option(50, "Evaluate every N optimizer steps (0 = never)", min=0)
-    seed: int = option(0, "Random seed for init, shuffling and dropout", min=0)
+    # numpy's seeds stop at 2**32 (a larger one fails when the run starts); the window's spin box at 2**31
+    seed: int = option(0, "Random seed for init, shuffling and dropout", min=0, max=2**31 - 1)
     device: str = option("auto", "Where to train", choices=("auto", "cpu", "cuda", "mps"))
     precision: str = option("auto", "Number format for training", choices=("auto", "fp32", "bf16", "fp16"))
     gallery: bool = option(True, "Add the finished (or stopped) run's adapter to the gallery")
@@ -94,7 +97,7 @@ class RunConfig:
         cfg = cls(source_path=where)
         for key in raw:
             if key not in SECTIONS and key != "variant":
-                raise ConfigError(f"{where}: unknown section [{key}] (expected one of "
+                raise ConfigError(f"{where}: unknown section [{_name(key)}] (expected one of "
                                   f"{', '.join(['model', 'data', 'variant', 'train', 'telemetry'])})")
         for name, section_cls in SECTIONS.items():
             values = raw.get(name, {})
@@ -115,17 +118,24 @@ class RunConfig:
     def from_toml(cls, path: str | Path) -> "RunConfig":
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not a UTF-8 text file (expected a TOML run config)") from None
         except OSError as e:
             raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # UTF-32's marks start the same way
+            raise ConfigError(f"{path}: UTF-16 text; expected UTF-8 (save the file as UTF-8)")
+        try:
+            text = data.decode("utf-8-sig")  # a byte-order mark is fine; TOML itself is UTF-8
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text: invalid byte 0x{data[e.start]:02x} at byte offset {e.start} "
+                              "(expected a TOML run config)") from None
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+            raise ConfigError(f"{path}: not valid TOML: {' '.join(str(e).split())}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
         return cls.from_dict(raw, str(path))
 
     # -- writing -----------------------------------------------------------------------------
@@ -154,11 +164,11 @@ class RunConfig:
         parsed = []
         for item in assignments:
             if "=" not in item or "." not in item.split("=", 1)[0]:
-                raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.max_steps=50")
+                raise ConfigError(f"--set {shown(item, 100)}: expected section.key=value, e.g. train.max_steps=50")
             dotted, text = item.split("=", 1)
             section, key = (part.strip() for part in dotted.strip().split(".", 1))
             if section not in raw:
-                raise ConfigError(f"--set {item!r}: unknown section '{section}' "
+                raise ConfigError(f"--set {shown(item, 100)}: unknown section {shown(section)} "
                                   "(expected model, data, variant, train or telemetry)")
             parsed.append((section, key, _parse_value(text.strip())))
         if any(s == "variant" and k == "name" and v != raw["variant"].get("name") for s, k, v in parsed):
@@ -167,13 +177,13 @@ class RunConfig:
         for (section, key, value), item in zip(parsed, assignments):
             raw[section][key] = value
             if section in SECTIONS:  # check each override on its own, so its error names the --set
-                _build_section(SECTIONS[section], {key: value}, f"--set {item.strip()!r}: {section}")
+                _build_section(SECTIONS[section], {key: value}, f"--set {shown(item.strip(), 100)}: {section}")
         try:
             return RunConfig.from_dict(raw, self.source_path or "--set")
         except ConfigError as e:
             for (section, key, _), item in zip(parsed, assignments):
                 if f"{section}.{key}:" in str(e):
-                    raise ConfigError(f"--set {item.strip()!r}: {section}.{key}:"
+                    raise ConfigError(f"--set {shown(item.strip(), 100)}: {section}.{key}:"
                                       + str(e).split(f"{section}.{key}:", 1)[1]) from None
             raise
 
@@ -196,7 +206,10 @@ def find_file(path: str, config_source: str = "") -> str:
     """Where a relative path in a config points: the current folder first, then the config
     file's folder, then the studio's own checkout (for resources/...). Returns an absolute path
     when found, the path unchanged otherwise (the loader then says it is missing)."""
-    p = Path(path).expanduser()
+    try:
+        p = Path(path).expanduser()
+    except RuntimeError:  # "~someone/..." for a user this machine does not have: the loader says it is missing
+        return path
     if not path or p.is_absolute():
         return path
     candidates = [Path.cwd() / p]
@@ -216,7 +229,11 @@ def resolved_paths(cfg: "RunConfig") -> "RunConfig":
     out.data.path = find_file(cfg.data.path, cfg.source_path)
     if cfg.data.eval_path:
         out.data.eval_path = find_file(cfg.data.eval_path, cfg.source_path)
-    out.train.output_dir = str(Path(cfg.train.output_dir).expanduser().resolve())
+    try:
+        out.train.output_dir = str(Path(cfg.train.output_dir).expanduser().resolve())
+    except RuntimeError as e:  # "~nobody/runs", or a symbolic link loop
+        raise ConfigError(f"{cfg.source_path or 'config'}: train.output_dir: cannot use "
+                          f"{shown(cfg.train.output_dir, 100)} ({e}); expected a folder path") from None
     src = cfg.model.source
     if not src.startswith("bundled:") and (src.startswith((".", "~", "/")) or Path(src).exists()):
         out.model.source = find_file(src, cfg.source_path)
@@ -225,9 +242,16 @@ def resolved_paths(cfg: "RunConfig") -> "RunConfig":
 
 def _parse_value(text: str) -> Any:
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        doc = tomllib.loads(f"v = {text}")
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
+    return doc["v"] if len(doc) == 1 else text  # "1\nw = 2" is not one value
+
+
+def _name(key: Any) -> str:
+    """A key as a message shows it: bare when it looks like one, quoted when it holds anything odd
+    (TOML's quoted keys can hold newlines, which would break the one-line message)."""
+    return key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_-]+", key) else shown(key)
 
 
 def _build_section(section_cls: type, values: dict, where: str):
@@ -235,7 +259,7 @@ def _build_section(section_cls: type, values: dict, where: str):
     kwargs = {}
     for key, value in values.items():
         if key not in known:
-            raise ConfigError(f"{where}.{key}: unknown key (expected one of {', '.join(sorted(known))})")
+            raise ConfigError(f"{where}.{_name(key)}: unknown key (expected one of {', '.join(sorted(known))})")
         try:
             kwargs[key] = coerce(section_cls, key, value)
         except ValueError as e:
@@ -264,7 +288,7 @@ def resolve_variant(values: dict, where: str = "config") -> dict:
 
     name = values.get("name")
     if not isinstance(name, str) or name not in variant_names():
-        raise ConfigError(f"{where}: variant.name: expected one of {', '.join(variant_names())}, got {name!r}")
+        raise ConfigError(f"{where}: variant.name: expected one of {', '.join(variant_names())}, got {shown(name)}")
     spec = get_variant(name)
     opts_cls = spec.options_cls
     known = {f.name: f for f in dataclasses.fields(opts_cls)}
@@ -273,11 +297,11 @@ def resolve_variant(values: dict, where: str = "config") -> dict:
         if key == "name":
             continue
         if key not in known:
-            raise ConfigError(f"{where}: variant.{key}: not an option of {name} "
+            raise ConfigError(f"{where}: variant.{_name(key)}: not an option of {name} "
                               f"(its options: {', '.join(sorted(known))})")
         if key == "target_modules" and isinstance(value, list):
             if not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{where}: variant.target_modules: expected module names, got {value!r}")
+                raise ConfigError(f"{where}: variant.target_modules: expected module names, got {shown(value)}")
             value = ",".join(value)
         try:
             out[key] = coerce(opts_cls, key, value)

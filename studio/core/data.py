@@ -45,6 +45,7 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "input")
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target")
 IGNORE = -100  # label value the loss skips (PyTorch CrossEntropyLoss ignore_index)
+MAX_CLASSES = 10_000  # class numbers 0..9999: a larger number is a typo or an id, not a class
 
 
 # Stanford Alpaca's prompt, verbatim (github.com/tatsu-lab/stanford_alpaca, train.py).
@@ -80,7 +81,8 @@ class PreparedData:
     num_labels: int = 0              # classification only
     label_names: list[str] = field(default_factory=list)  # classification only: index -> name
     chat_template_used: str = ""     # "tokenizer", "fallback-chatml", or "" for non-chat formats
-    dropped: int = 0                 # examples left with no loss tokens after truncation
+    dropped: int = 0                 # rows left with no loss tokens after truncation, or with no text
+    notes: list[str] = field(default_factory=list)  # one line each, for the person: rows dropped, no eval set
 
 
 # -- formats ------------------------------------------------------------------------------------
@@ -115,7 +117,7 @@ def _classification_columns(columns: list[str], text_column: str, label_column: 
     def pick(wanted: str, candidates: tuple[str, ...], what: str, key: str) -> str:
         if wanted:
             if wanted not in columns:
-                raise DataError(f"{where}: no column '{wanted}' (data.{key}); found {', '.join(map(repr, columns))}")
+                raise DataError(f"{where}: no column {wanted!r} (data.{key}); found {', '.join(map(repr, columns))}")
             return wanted
         for name in candidates:
             if name in columns:
@@ -136,25 +138,33 @@ def classification_labels(section: "DataSection", rows) -> tuple[str, str, list[
     text_col, label_col = _classification_columns(list(rows.column_names), section.text_column,
                                                   section.label_column, where)
     values = rows[label_col]
-    kinds = {type(v) for v in values if v is not None}
-    for i, v in enumerate(values, 1):
-        if v is None or (isinstance(v, str) and not v.strip()):
-            raise DataError(f"{where}: row {i}: missing '{label_col}' (expected a class name or number)")
-        if isinstance(v, float) and not v.is_integer():
-            raise DataError(f"{where}: row {i}: '{label_col}' is {v}; expected a class name or a whole number")
-        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-            raise DataError(f"{where}: row {i}: '{label_col}' is {_type_name(v)}; expected a class name or number")
-    if str in kinds:
-        names = sorted({str(v).strip() for v in values})
+    keys = [label_key(v, f"{where}: row {i}: ", label_col) for i, v in enumerate(values, 1)]
+    if any(isinstance(v, str) for v in values):
+        names = sorted(set(keys))
     else:
-        ints = [int(v) for v in values]
-        bad = next((i for i, v in enumerate(ints, 1) if v < 0), 0)
-        if bad:
-            raise DataError(f"{where}: row {bad}: '{label_col}' is {ints[bad - 1]}; class numbers start at 0")
-        names = [str(i) for i in range(max(ints) + 1)]
+        names = [str(i) for i in range(max(int(k) for k in keys) + 1)]
     if len(names) < 2:
-        raise DataError(f"{where}: '{label_col}' has only one class ({names[0]!r}); expected at least 2")
+        raise DataError(f"{where}: {label_col!r} has only one class ({names[0]!r}); expected at least 2")
     return text_col, label_col, names
+
+
+def label_key(value, at: str, label_col: str) -> str:
+    """A label as the name it is counted under: a class name stripped, a whole number as "3".
+    Raises DataError starting with `at` ("file: row 4: ") for anything else."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise DataError(f"{at}missing {label_col!r} (expected a class name or number)")
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError(f"{at}{label_col!r} is {_type_name(value)}; expected a class name or number")
+    if isinstance(value, float) and not value.is_integer():
+        raise DataError(f"{at}{label_col!r} is {value}; expected a class name or a whole number")
+    if value < 0:
+        raise DataError(f"{at}{label_col!r} is {int(value)}; class numbers start at 0")
+    if value >= MAX_CLASSES:
+        raise DataError(f"{at}{label_col!r} is {value!r}; class numbers go from 0 to {MAX_CLASSES - 1} "
+                        "(use class names for other ids)")
+    return str(int(value))
 
 
 def chat_template_for(tokenizer) -> tuple[str | None, str]:
@@ -174,7 +184,7 @@ class _Rows:
         self.where, self.tok, self.task, self.fmt, self.max_len = where, tokenizer, task, fmt, max_len
         self.template, self.template_used = (chat_template_for(tokenizer) if fmt in ("messages", "sharegpt")
                                              else (None, ""))
-        self.dropped = 0
+        self.blank = 0  # rows whose text is empty: nothing to learn from
 
     def fail(self, row: int, message: str):
         raise DataError(f"{self.where}: row {row}: {message}")
@@ -191,7 +201,11 @@ class _Rows:
 
     # each returns (input_ids, labels) or raises
     def text(self, record, row):
-        ids = self._encode(self.field(record, row, "text"), special=True) + self._eos()
+        text = self.field(record, row, "text")
+        if not text.strip():  # no example (bos + eos alone would teach the model to stop at once)
+            self.blank += 1
+            return [], []
+        ids = self._encode(text, special=True) + self._eos()
         return ids, list(ids)
 
     def prompt_completion(self, prompt: str, completion: str):
@@ -238,10 +252,10 @@ class _Rows:
             self.fail(row, f"'{content_key}' in {at} is {_type_name(content)}; expected a string")
         if role_key == "from":
             if role not in SHAREGPT_ROLES:
-                self.fail(row, f"'from' '{role}' in {at} is not one of {', '.join(SHAREGPT_ROLES)}")
+                self.fail(row, f"'from' {role!r} in {at} is not one of {', '.join(SHAREGPT_ROLES)}")
             role = SHAREGPT_ROLES[role]
         elif role not in ROLES:
-            self.fail(row, f"role '{role}' in {at} is not one of {', '.join(ROLES)}")
+            self.fail(row, f"role {role!r} in {at} is not one of {', '.join(ROLES)}")
         return {"role": role, "content": content}
 
     def _render(self, msgs, row, generation_prompt=False) -> str:
@@ -299,16 +313,13 @@ class _Rows:
     def classification(self, record, row, text_col, label_col, label_index):
         text = record.get(text_col)
         if text is None or (isinstance(text, str) and not text.strip()):
-            self.fail(row, f"missing '{text_col}' (expected the text to classify)")
+            self.fail(row, f"missing {text_col!r} (expected the text to classify)")
         if not isinstance(text, str):
-            self.fail(row, f"'{text_col}' is {_type_name(text)}; expected a string")
-        label = record.get(label_col)
-        if label is None:
-            self.fail(row, f"missing '{label_col}'")
-        key = str(label).strip() if isinstance(label, str) else str(int(label))
+            self.fail(row, f"{text_col!r} is {_type_name(text)}; expected a string")
+        key = label_key(record.get(label_col), f"{self.where}: row {row}: ", label_col)
         if key not in label_index:
-            self.fail(row, f"'{label_col}' {label!r} is not one of the training labels "
-                           f"({', '.join(label_index)})")
+            shown = ", ".join(map(repr, list(label_index)[:20])) + (", ..." if len(label_index) > 20 else "")
+            self.fail(row, f"{label_col!r} {key!r} is not one of the training labels ({shown})")
         ids = self._encode(text, special=True, truncate=True)
         return ids, label_index[key]
 
@@ -428,7 +439,7 @@ def prepare_data(section: "DataSection", tokenizer, task: str, seed: int = 0) ->
     if task not in TASKS:
         raise DataError(f"data: unknown task '{task}' (expected one of {', '.join(TASKS)})")
     where = Path(section.path).name
-    rows = read_rows(section.path)
+    rows = read_rows(section.path, "data.path")
     fmt = settle_format(section, rows, task, where)
     max_len = int(section.max_seq_len)
     causal = task == "causal-lm"
@@ -440,22 +451,33 @@ def prepare_data(section: "DataSection", tokenizer, task: str, seed: int = 0) ->
         labels = (text_col, label_col, {name: i for i, name in enumerate(label_names)})
 
     packing = causal and fmt == "text" and bool(section.pack)
+    notes: list[str] = []
 
     def load(rows_, where_):
         examples, helper = _examples(rows_, where_, tokenizer, task, fmt, max_len, labels)
-        dropped = 0
+        n = len(examples)
         if causal and not packing:
-            examples, dropped = _truncate(examples, max_len)
+            examples, dropped = _truncate(examples, max_len)  # blank rows have no labels: dropped too
+        else:
+            examples = [ex for ex in examples if len(ex["input_ids"])]  # packing: blank rows add nothing
+            dropped = n - len(examples)
+        if helper.blank == n:
+            raise DataError(f"{where_}: no row has any text to learn from (all {n} rows have an empty 'text')")
         if not examples:
             raise DataError(f"{where_}: no example has any tokens to learn from within max_seq_len={max_len} "
-                            f"(all {len(rows_)} rows dropped; raise data.max_seq_len)")
+                            f"(all {n} rows dropped; raise data.max_seq_len)")
+        if helper.blank:
+            notes.append(f"{where_}: {helper.blank} of {n} rows have no text and were skipped")
+        if dropped > helper.blank:
+            notes.append(f"{where_}: {dropped - helper.blank} of {n} rows have nothing left to learn from "
+                         f"within max_seq_len={max_len} and were dropped")
         return examples, dropped, helper
 
     train_examples, dropped, helper = load(rows, where)
     eval_examples = None
     if section.eval_path:
         eval_where = Path(section.eval_path).name
-        eval_rows = read_rows(section.eval_path)
+        eval_rows = read_rows(section.eval_path, "data.eval_path")
         if not causal:  # the eval file may use the same auto-detected column names
             _classification_columns(list(eval_rows.column_names), labels[0], labels[1], eval_where)
         eval_examples, eval_dropped, _ = load(eval_rows, eval_where)
@@ -466,10 +488,15 @@ def prepare_data(section: "DataSection", tokenizer, task: str, seed: int = 0) ->
         if n - n_eval >= 1:
             split = datasets.Dataset.from_list(train_examples).train_test_split(test_size=n_eval, seed=seed)
             train_examples, eval_examples = split["train"].to_list(), split["test"].to_list()
+        else:
+            notes.append(f"{where}: too few examples ({n}) to hold out data.eval_fraction="
+                         f"{float(section.eval_fraction):g} for evaluation; training without an evaluation set")
 
     if packing:
         train_examples = _pack(train_examples, max_len)
         eval_examples = _pack(eval_examples, max_len) if eval_examples else eval_examples
+    if packing and not any(len(ex["input_ids"]) >= 2 for ex in train_examples):  # one token predicts nothing
+        raise DataError(f"{where}: too little text to train on (no block of two tokens or more)")
 
     return PreparedData(
         train=datasets.Dataset.from_list(train_examples),
@@ -480,4 +507,5 @@ def prepare_data(section: "DataSection", tokenizer, task: str, seed: int = 0) ->
         label_names=label_names,
         chat_template_used=helper.template_used,
         dropped=dropped,
+        notes=notes,
     )

@@ -1,11 +1,19 @@
 """Data files -> rows: reading .jsonl, .json, .csv, .parquet and .txt through `datasets`, after
 cheap checks of our own that can name the exact file, line and byte at fault (the loaders' own
 errors cannot). data.py turns the rows into formatted, tokenized examples.
+
+A UTF-8 byte-order mark is accepted everywhere; UTF-16/32 text is refused with a message saying
+so. JSON rows may nest lists and objects MAX_DEPTH deep, as deep as Arrow (underneath `datasets`)
+can store; Python's own parser gives up at about a thousand.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import json
+import logging
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,29 +24,50 @@ if TYPE_CHECKING:  # pragma: no cover
     import datasets
 
 _LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+# the CSV and text readers would keep a byte-order mark in the first column name or line ("\ufefftext");
+# the JSON reader drops it by itself
+_LOADER_OPTIONS = {".csv": {"encoding": "utf-8-sig"}, ".txt": {"encoding": "utf-8-sig"}}
+MAX_DEPTH = 63  # levels of [ ] and { } in one row, the row's own { } included: as deep as Arrow stores
+_WIDE_TEXT = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+              (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+_JSON_SPACE = " \t\r\n"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the JSON-lines reader splits on (not str.splitlines: U+2028 ...)
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # a string, or a bracket
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_PAIR = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")  # \ud83d\ude00
 
 
-def read_rows(path: str) -> "datasets.Dataset":
-    """Load a .jsonl/.json/.csv/.parquet/.txt file as a datasets.Dataset (DataError on anything bad)."""
+def read_rows(path: str, field: str = "data.path") -> "datasets.Dataset":
+    """Load a .jsonl/.json/.csv/.parquet/.txt file as a datasets.Dataset (DataError on anything bad).
+
+    `field` is the config key the path came from, for the message when there is no path at all."""
+    if not path.strip():
+        raise DataError(f"{field}: expected a data file ({', '.join(_LOADERS)}), got {path!r}")
     p = Path(path)
     name = p.name
     ext = p.suffix.lower()
     if not p.exists():
+        if p.is_symlink():
+            raise DataError(f"{path}: a symbolic link that leads nowhere (its target is missing, or it loops)")
         raise DataError(f"{path}: no such file")
     if p.is_dir():
         raise DataError(f"{path}: is a folder, expected a data file ({', '.join(_LOADERS)})")
     if ext not in _LOADERS:
         raise DataError(f"{name}: unsupported file type '{ext or '(none)'}' "
                         f"(expected one of {', '.join(_LOADERS)})")
+    if not p.is_file():  # a pipe would block the read forever
+        raise DataError(f"{path}: not a regular file (a device, pipe or socket); expected a data file")
     try:
         raw = p.read_bytes()
     except OSError as e:
         raise DataError(f"{name}: cannot read ({e.strerror})") from None
-    if not raw.strip():
+    if not raw.removeprefix(codecs.BOM_UTF8).strip():
         raise DataError(f"{name}: the file is empty")
     if ext == ".parquet":
         if raw[:4] != b"PAR1":
             raise DataError(f"{name}: not a Parquet file (it does not start with the PAR1 marker)")
+        _check_parquet_footer(name, p)
     else:
         _check_text(name, raw)
         if ext == ".jsonl":
@@ -49,9 +78,13 @@ def read_rows(path: str) -> "datasets.Dataset":
     import datasets
 
     try:
-        rows = datasets.load_dataset(_LOADERS[ext], data_files=str(p), split="train")
-    except Exception as e:  # datasets / pyarrow / pandas errors: turn them into one line
-        raise DataError(f"{name}: {_reason(name, raw, ext, e)}") from None
+        with _loader_logs_muted():
+            rows = datasets.load_dataset(_LOADERS[ext], data_files=str(p), split="train",
+                                         **_LOADER_OPTIONS.get(ext, {}))
+    except Exception as e:  # datasets / pyarrow / pandas raise anything on bad bytes: turn it into one line
+        raise DataError(f"{name}: {_reason(raw, ext, e)}") from None
+    if ext == ".parquet":
+        _check_columns(name, rows)
     if ext == ".txt":
         rows = rows.select([i for i, t in enumerate(rows["text"]) if t.strip()])  # blank lines are no rows
     if len(rows) == 0:
@@ -59,9 +92,63 @@ def read_rows(path: str) -> "datasets.Dataset":
     return rows
 
 
+class _Mute(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+@contextlib.contextmanager
+def _loader_logs_muted():
+    """datasets' loaders log "Failed to read file ..." before they raise; the DataError made from the
+    exception is the one message a person should see (the CLI promises one line)."""
+    mute = _Mute()
+    loggers = [logging.getLogger(f"datasets.packaged_modules.{kind}.{kind}") for kind in set(_LOADERS.values())]
+    for logger in loggers:
+        logger.addFilter(mute)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(mute)
+
+
+def _check_parquet_footer(name: str, p: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_metadata(p).num_rows
+    except UnicodeDecodeError:  # a damaged column name
+        raise DataError(f"{name}: not a readable Parquet file (a column name is not UTF-8 text)") from None
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise DataError(f"{name}: not a readable Parquet file ({' '.join(str(e).split())[:200]})") from None
+    if rows == 0:  # the reader would fail with "BatchSize must be greater than 0"
+        raise DataError(f"{name}: the file has no rows")
+
+
+def _check_columns(name: str, rows) -> None:
+    """Parquet's strings are not checked for UTF-8 until a row is read: check them all now (C speed)."""
+    import pyarrow as pa
+
+    table = rows.data.table
+    for column_name, column in zip(table.column_names, table.columns):
+        try:
+            column.validate(full=True)
+        except pa.ArrowException as e:
+            what = ("holds text that is not UTF-8 (expected UTF-8 strings)" if "UTF8" in str(e)
+                    else f"holds damaged data ({' '.join(str(e).split())[:200]})")
+            raise DataError(f"{name}: column {column_name!r} {what}") from None
+
+
 def _check_text(name: str, raw: bytes) -> None:
+    for bom, encoding in _WIDE_TEXT:
+        if raw.startswith(bom):
+            raise DataError(f"{name}: {encoding} text; expected UTF-8 (save the file as UTF-8)")
     nul = raw.find(b"\x00")
     if nul >= 0:
+        if _looks_utf16(raw):
+            raise DataError(f"{name}: UTF-16 text (without a byte-order mark); expected UTF-8 "
+                            "(save the file as UTF-8)")
         raise DataError(f"{name}: binary data at byte offset {nul} (expected UTF-8 text)")
     try:
         raw.decode("utf-8")
@@ -69,24 +156,61 @@ def _check_text(name: str, raw: bytes) -> None:
         raise DataError(f"{name}: not UTF-8 text: invalid byte 0x{raw[e.start]:02x} at byte offset {e.start}") from None
 
 
+def _looks_utf16(raw: bytes) -> bool:
+    """Mostly-ASCII UTF-16: one byte of each pair is zero (the high byte), the other is not."""
+    head = raw[:512]
+    if len(head) < 4:
+        return False
+    for zeros, chars in ((head[1::2], head[0::2]), (head[0::2], head[1::2])):  # little-, big-endian
+        if zeros.count(0) >= 0.9 * len(zeros) and chars.count(0) <= 0.1 * len(chars):
+            return True
+    return False
+
+
 def _check_json_lines(name: str, raw: bytes) -> None:
-    for number, line in enumerate(raw.decode("utf-8-sig").splitlines(), 1):
-        if not line.strip():
+    for number, line in enumerate(_LINE_BREAK.split(raw.decode("utf-8-sig")), 1):
+        if not line.strip(_JSON_SPACE):
             continue
         try:
             value = json.loads(line)
+        except RecursionError:  # nested about a thousand deep; shallower ones fail in Arrow (see _reason)
+            raise DataError(f"{name}: line {number}: {_TOO_DEEP}") from None
         except json.JSONDecodeError as e:
             truncated = e.pos >= len(line.rstrip()) or e.msg.startswith("Unterminated string")
             what = "truncated JSON" if truncated else f"invalid JSON ({e.msg} at column {e.colno})"
             raise DataError(f"{name}: line {number}: {what}; expected one JSON object per line") from None
+        except ValueError:  # an integer past Python's 4300-digit limit
+            raise DataError(f"{name}: line {number}: {_HUGE_INT}") from None
         if not isinstance(value, dict):
             raise DataError(f"{name}: line {number}: expected a JSON object {{...}}, got {type_name(value)}")
 
 
+_TOO_LARGE = "too large to store (expected a float below about 1.8e308, or an integer that fits in 64 bits)"
+_HUGE_INT = "a number with thousands of digits; expected numbers that fit in 64 bits"
+_TOO_DEEP = f"nested too deeply (more than {MAX_DEPTH} levels of lists and objects in one row)"
+
+
 def _check_json_document(name: str, raw: bytes) -> None:
     text = raw.decode("utf-8-sig")
+    # The .json reader (ujson) turns 1e999 and Infinity into null and an unpaired surrogate into '',
+    # silently: note such numbers while parsing (the hooks run once per number, which text has few of)
+    too_large: list[_TooLarge] = []
+
+    def noted(parse):
+        def note(text: str):
+            value = parse(text)
+            if isinstance(value, _TooLarge):
+                too_large.append(value)
+            return value
+        return note
+
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_float=noted(_strict_float), parse_int=noted(_strict_int),
+                           parse_constant=noted(lambda c: float(c) if c == "NaN" else _TooLarge(c)))
+    except RecursionError:
+        top = 1 if text.lstrip(_JSON_SPACE).startswith("[") else 0  # an array of rows is no row level
+        at = _too_deep(text, MAX_DEPTH + top) or 0
+        raise DataError(f"{name}: line {text.count(chr(10), 0, at) + 1}: {_TOO_DEEP}") from None
     except json.JSONDecodeError as e:
         if "Extra data" in e.msg:  # several objects: JSON lines saved as .json, datasets reads those
             _check_json_lines(name, raw)
@@ -98,41 +222,203 @@ def _check_json_document(name: str, raw: bytes) -> None:
                 raise DataError(f"{name}: row {i}: expected a JSON object {{...}}, got {type_name(item)}")
     elif not isinstance(value, dict):
         raise DataError(f"{name}: expected a JSON array of objects, got {type_name(value)}")
+    if too_large or _maybe_lone_surrogate(text):  # rare: find the row and field
+        found = _json_problem(text)
+        if "too large" in found or "surrogate" in found:
+            raise DataError(f"{name}: {found}")
+        if too_large:  # found something else first (a key twice, which this reader takes)
+            raise DataError(f"{name}: the number {too_large[0].text[:40]} is {_TOO_LARGE}")
 
 
-def _reason(name: str, raw: bytes, ext: str, error: Exception) -> str:
-    """One line for a loader failure; for JSON, find the row whose types disagree with the others."""
+def _maybe_lone_surrogate(text: str) -> bool:
+    """Whether the text may hold a \\ud800-style escape that is not half of a pair (a quick filter:
+    an escaped backslash before it also counts)."""
+    return bool(_SURROGATE_ESCAPE.search(text) and _SURROGATE_ESCAPE.search(_SURROGATE_PAIR.sub("", text)))
+
+
+def _too_deep(text: str, limit: int) -> int | None:
+    """The offset where [ ] / { } nesting first passes `limit` (strings skipped), or None."""
+    depth = 0
+    for m in _JSON_TOKEN.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > limit:
+                return m.start()
+        elif c in "]}":
+            depth -= 1
+    return None
+
+
+def _depth(value: Any) -> int:
+    """Levels of lists and objects in a parsed JSON row (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        value, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((v, level + 1) for v in (value.values() if isinstance(value, dict) else value)
+                     if isinstance(v, (dict, list)))
+    return deepest
+
+
+# -- why a loader failed ------------------------------------------------------------------------
+
+
+def _reason(raw: bytes, ext: str, error: Exception) -> str:
+    """One line for a loader failure; for JSON, first look for the row and field at fault."""
     if ext in (".json", ".jsonl"):
-        records = _json_records(raw)
-        if records is not None:
-            conflict = _type_conflict(records)
-            if conflict:
-                return conflict
-    while error.__cause__ is not None or error.__context__ is not None:  # datasets wraps the real cause
-        error = error.__cause__ or error.__context__
-    text = " ".join(str(error).split()) or type(error).__name__
-    if "corresponds to no data" in text or "No columns to parse" in text:
+        found = _json_problem(raw.decode("utf-8-sig"), lines=ext == ".jsonl")
+        if found:
+            return found
+    chain = _chain(error)
+    if any("corresponds to no data" in str(e) or "No columns to parse" in str(e) for e in chain):
         return "the file has no rows"
+    # datasets wraps the real error; its JSON reader re-raises pyarrow's error from inside a failed
+    # pandas fallback, whose own message ("If using all scalar values ...") says nothing useful
+    cause = next((e for e in chain if not type(e).__module__.startswith("datasets")), chain[-1])
+    text = " ".join(str(cause).split()) or type(cause).__name__
     if ext == ".csv":
         return f"not a valid CSV table ({text[:300]})"
-    return f"cannot read rows ({type(error).__name__}: {text[:300]})"
+    if ext == ".parquet":
+        return f"not a readable Parquet file ({type(cause).__name__}: {text[:300]})"
+    return f"cannot read rows ({type(cause).__name__}: {text[:300]})"
 
 
-def _json_records(raw: bytes) -> list | None:
-    text = raw.decode("utf-8-sig")
+def _chain(error: BaseException) -> list[BaseException]:
+    chain = [error]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and nxt not in chain:
+        chain.append(nxt)
+    return chain
+
+
+class _Problem(ValueError):
+    """What is wrong with one JSON row, raised from the strict parser's hooks."""
+
+
+class _TooLarge:
+    """A JSON number that Arrow cannot store: beyond the float range (Python reads it as inf) or an
+    integer beyond 64 bits (the .json reader refuses it)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _strict_float(text: str) -> float | _TooLarge:
+    value = float(text)
+    return _TooLarge(text) if math.isinf(value) else value
+
+
+def _strict_int(text: str) -> int | _TooLarge:
+    if len(text) > 21:  # also keeps int() away from Python's 4300-digit limit
+        return _TooLarge(text)
+    value = int(text)
+    return value if -2**63 <= value < 2**64 else _TooLarge(text)
+
+
+def _strict_object(pairs: list) -> dict:
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Problem(f"the key {key!r} appears twice in one object; expected each field once")
+        bad = _SURROGATE.search(key)
+        if bad:
+            raise _Problem(f"the key {key!r} holds an unpaired UTF-16 surrogate (\\u{ord(bad.group()):04x}); "
+                           "expected valid Unicode text")
+        out[key] = value
+    return out
+
+
+_STRICT = json.JSONDecoder(object_pairs_hook=_strict_object, parse_float=_strict_float, parse_int=_strict_int)
+
+
+def _json_problem(text: str, lines: bool = False) -> str:
+    """'line 4: ...' for the first row the Arrow JSON reader cannot take (a key twice, a number out
+    of range, an unpaired surrogate, a field whose type differs between rows), or ''."""
+    records = []
     try:
-        value = json.loads(text)
-        return value if isinstance(value, list) else [value]
-    except json.JSONDecodeError:
-        pass
+        for where, value in _json_rows(text, lines):
+            bad = _TOO_DEEP if _depth(value) > MAX_DEPTH else _bad_value(value)
+            if bad:
+                return f"{where}: {bad}" if where else bad
+            records.append(value)
+    except _Problem as e:
+        return str(e)
+    except RecursionError:  # close to Python's limit, and the stack is deeper here than in read_rows
+        top = 1 if text.lstrip(_JSON_SPACE).startswith("[") and not lines else 0  # an array of rows
+        at = _too_deep(text, MAX_DEPTH + top)
+        return "" if at is None else f"line {text.count(chr(10), 0, at) + 1}: {_TOO_DEEP}"
+    except json.JSONDecodeError:  # read_rows' own checks report these first
+        return ""
+    return _type_conflict(records)
+
+
+def _json_rows(text: str, lines: bool):
+    """(where, row) for each row of a JSON-lines or JSON-array text, parsed by _STRICT; `where` is
+    'line N' ('' for a .json file that is one object). A _Problem names its line."""
+    body = text.lstrip(_JSON_SPACE)
+    if body.startswith("[") and not lines:
+        pos = len(text) - len(body) + 1
+        line, counted = 1, 0
+        while True:
+            pos = _skip_space(text, pos)
+            if pos >= len(text) or text[pos] == "]":
+                return
+            line, counted = line + text.count("\n", counted, pos), pos
+            value, pos = _decode_at(text, pos, f"line {line}")
+            yield f"line {line}", value
+            pos = _skip_space(text, pos)
+            if pos >= len(text) or text[pos] != ",":
+                return
+            pos += 1
+    if not lines:
+        try:
+            yield "", _STRICT.decode(text)  # one object: one row
+            return
+        except json.JSONDecodeError:  # JSON lines saved as .json
+            pass
+    for number, line in enumerate(_LINE_BREAK.split(text), 1):
+        if line.strip(_JSON_SPACE):
+            yield f"line {number}", _decode_at(line, _skip_space(line, 0), f"line {number}")[0]
+
+
+def _decode_at(text: str, pos: int, where: str):
     try:
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError:
-        return None
+        return _STRICT.raw_decode(text, pos)
+    except _Problem as e:
+        raise _Problem(f"{where}: {e}" if where else str(e)) from None
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in _JSON_SPACE:
+        pos += 1
+    return pos
+
+
+def _bad_value(record: Any) -> str:
+    """A number out of range or an unpaired surrogate anywhere in a parsed row, by its field path."""
+    stack = [("", record)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, (_TooLarge, float)):
+            if isinstance(value, float) and not math.isinf(value):
+                continue
+            text = value.text if isinstance(value, _TooLarge) else str(value).replace("inf", "Infinity")
+            shown = text if len(text) <= 24 else f"{text[:12]}...{text[-6:]} ({len(text)} digits)"
+            return f"{where!r} is the number {shown}, {_TOO_LARGE}"
+        if isinstance(value, str):
+            bad = _SURROGATE.search(value)
+            if bad:
+                return (f"{where!r} holds an unpaired UTF-16 surrogate (\\u{ord(bad.group()):04x}); "
+                        "expected valid Unicode text")
+        elif isinstance(value, dict):
+            stack.extend(reversed([(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(f"{where}[{i}]", v) for i, v in enumerate(value)]))
+    return ""
 
 
 def _type_conflict(records: list) -> str:
-    """'row 4: 'messages[1].content' is a number, earlier rows have a string' or ''."""
+    """"row 4: 'messages[1].content' is a number, row 1 has a string ..." or ''."""
     seen: dict[str, tuple[str, int]] = {}
 
     def walk(value: Any, where: str, row: int) -> str:
@@ -141,7 +427,7 @@ def _type_conflict(records: list) -> str:
             return ""
         key = _generic(where)
         if key in seen and seen[key][0] != kind:
-            return f"row {row}: '{where}' is {kind}, row {seen[key][1]} has {seen[key][0]}"
+            return f"row {row}: {where!r} is {kind}, row {seen[key][1]} has {seen[key][0]}"
         seen.setdefault(key, (kind, row))
         if isinstance(value, dict):
             for k, v in value.items():

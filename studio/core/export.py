@@ -11,7 +11,9 @@ the low-rank factors of every variant (telemetry/updates.py) instead of a dense 
 
 Long functions take `progress(message, fraction=None)` and `should_stop()`; a stop raises
 `Cancelled`, and nothing is left behind: results are written to a temporary folder beside the
-target and renamed into place only when complete (paths.atomic_dir).
+target and renamed into place only when complete (paths.atomic_dir): a process killed at any
+point leaves the target (and the gallery) as it was, and a full disk raises DiskFullError naming
+the target, with the temporary files removed.
 torch, transformers and peft are imported inside the functions: the window imports this module.
 """
 
@@ -19,14 +21,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
 
 from .errors import Cancelled, InputError
-from .gallery import ADAPTER_FILES, META, TELEMETRY, Entry, Gallery, GalleryError, check_name, same_base
-from .paths import atomic_dir
+from .gallery import (ADAPTER_FILES, META, TELEMETRY, UNCHANGED, Entry, Gallery, GalleryError, check_adapter_files,
+                      check_name, same_base)
+from .paths import atomic_dir, disk_full_error, temp_path
 
 COMBINE_METHODS = ("linear", "svd", "cat", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 DENSITY_METHODS = ("ties", "dare_linear", "dare_ties", "magnitude_prune")
@@ -186,6 +188,7 @@ def load_adapted(entry: Entry, *, dtype=None, device=None, report: Reporter | No
                            pad_token_id=tokenizer.pad_token_id if tokenizer is not None else None)
     report.check()
     report(f"loading the adapter {entry.name}", 0.1)
+    check_adapter_files(entry.path, resolved.path)
     try:
         # low_cpu_mem_usage: the adapter's tensors are created empty and filled from the file
         # (no random init that the file overwrites anyway); AdaLoRA cannot be built that way
@@ -234,8 +237,9 @@ def export_adapter(entry: Entry, out_dir, *, overwrite: bool = False, progress=N
     """The adapter alone, as a PEFT folder (adapter_config.json, adapter_model.safetensors, the
     tokenizer, studio.json and any variant sidecar), which stock PEFT loads on the base model."""
     report = Reporter(progress, should_stop)
+    check_adapter_files(entry.path)   # never hand on a damaged file
     out = _check_out(out_dir, gallery, overwrite, entry)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, hint=_export_hint(out)) as tmp:
         files = [f for f in entry.path.iterdir() if f.is_file() and f.name != TELEMETRY]
         for i, f in enumerate(files):
             report.check()
@@ -244,6 +248,11 @@ def export_adapter(entry: Entry, out_dir, *, overwrite: bool = False, progress=N
         report.check()
     report(f"exported the adapter to {out}", 1.0)
     return out
+
+
+def _export_hint(out: Path) -> str:
+    before = "is as it was" if out.exists() else "was not written"
+    return f"{out} {before}; free some space and export again"
 
 
 def merge_layers(model, report: Reporter, start: float = 0.2, end: float = 0.7):
@@ -291,7 +300,7 @@ def export_merged(entry: Entry, out_dir, *, overwrite: bool = False, progress=No
     # Not fsynced (durable=False): the folder still appears whole or not at all, but an OS crash
     # within the kernel's write-back window could lose it; it is re-made from the gallery entry
     # in seconds, and forcing gigabytes to disk costs ~15% of the export (bench_export.py).
-    with atomic_dir(out, durable=durable) as tmp:
+    with atomic_dir(out, durable=durable, hint=_export_hint(out)) as tmp:
         merged.save_pretrained(str(tmp))
         report.check()
         for f in tokenizer:
@@ -402,12 +411,18 @@ def _save_as_entry(gallery: Gallery, name: str, meta: dict, save: Callable[[Path
     hidden scratch folder in the gallery (and returns where they are), the tokenizer joins them,
     and add_folder copies them in atomically; the scratch folder goes whatever happens."""
     gallery.root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".new", dir=gallery.root))
+    gallery.sweep()
+    scratch = temp_path(gallery.root, name, ".new")   # hidden: never listed, swept if we are killed
     try:
         folder = save(scratch)
         tokenizer.save_pretrained(str(folder))
         report.check()
         return gallery.add_folder(folder, name, meta)
+    except Exception as e:
+        full = disk_full_error(e, gallery.root / name, UNCHANGED, where=scratch)
+        if full is not None:
+            raise full from e
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -8,7 +8,11 @@ decomposition events, so the gallery can show them after the run folder is gone)
 
 The folder name IS the entry's name: letters, digits, '.', '_', '-' and spaces, never a path.
 Every write goes through a temporary folder or file and a rename (paths.atomic_dir /
-write_text_atomic), so a crash never leaves half an entry. Only safetensors are read.
+write_text_atomic), so a crash never leaves half an entry: a process killed at any point leaves
+the gallery as it was (or, past the final rename, with the whole new entry). What a killed writer
+leaves behind is hidden (a dot name, never listed) and swept by the next listing or write, once
+the process that made it is gone (paths.sweep_stale). A full disk raises DiskFullError and
+leaves the gallery unchanged. Only safetensors are read.
 No torch here: listing the gallery must stay instant (export.py does the tensor work).
 """
 
@@ -17,13 +21,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from .errors import InputError
-from .paths import atomic_dir, studio_home, write_text_atomic
+from .safeload import adapter_base_mismatch, check_safetensors
+from .paths import (DiskFullError, atomic_dir, rename_noreplace, studio_home, sweep_stale, temp_path,
+                    write_text_atomic)
 
 META = "studio.json"
 TELEMETRY = "telemetry.json"
@@ -35,6 +40,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,79}$")
 # peft_type (+ use_dora) -> the studio's variant name, for adapters made elsewhere
 PEFT_TYPES = {"LORA": "lora", "VERA": "vera", "ADALORA": "adalora"}
 TASK_TYPES = {"CAUSAL_LM": "causal-lm", "SEQ_CLS": "sequence-classification"}
+UNCHANGED = "the gallery is unchanged; free some space and try again"
 
 
 class GalleryError(InputError):
@@ -186,10 +192,15 @@ class Gallery:
 
     # -- reading -----------------------------------------------------------------------------
 
+    def sweep(self) -> list[Path]:
+        """Remove what killed writers left (hidden temporary folders of processes that are gone)."""
+        return sweep_stale(self.root) if self.root.is_dir() else []
+
     def entries(self) -> list[Entry]:
         """Every complete entry, newest first (temporary and half-written folders are skipped)."""
         if not self.root.is_dir():
             return []
+        self.sweep()
         out = []
         for folder in self.root.iterdir():
             if folder.name.startswith(".") or not folder.is_dir():
@@ -203,7 +214,10 @@ class Gallery:
         return sorted(out, key=lambda e: (e.created, e.name), reverse=True)
 
     def _entry(self, folder: Path) -> Entry:
-        return Entry(folder.name, folder, _read_json(folder / META), _read_json(folder / "adapter_config.json"))
+        meta = _read_json(folder / META)
+        if meta:
+            meta["name"] = folder.name   # the folder name is the name (a rename killed halfway)
+        return Entry(folder.name, folder, meta, _read_json(folder / "adapter_config.json"))
 
     def get(self, name: str) -> Entry:
         folder = self.root / check_name(name)
@@ -239,14 +253,18 @@ class Gallery:
         meta["name"] = name
         meta.setdefault("created", datetime.now().isoformat(timespec="seconds"))
         meta.setdefault("notes", "")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.sweep()
         try:
-            with atomic_dir(final, replace=False) as tmp:
+            with atomic_dir(final, replace=False, hint=UNCHANGED) as tmp:
                 for f in source.iterdir():
                     if f.is_file() and f.name not in (META, TELEMETRY) and f.suffix not in (".bin", ".pt", ".pth", ".pkl"):
                         shutil.copy2(f, tmp / f.name)
                 (tmp / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
                 if telemetry:
                     (tmp / TELEMETRY).write_text(json.dumps(telemetry), encoding="utf-8")
+        except DiskFullError:
+            raise
         except OSError as e:
             if final.exists():
                 raise GalleryError(f"gallery: an adapter named {name!r} already exists") from None
@@ -261,7 +279,7 @@ class Gallery:
         if not all((adapter / f).is_file() for f in ADAPTER_FILES):
             raise GalleryError(f"{run_dir}: no saved adapter in this run folder")
         meta = _read_json(adapter / META)
-        losses, last, finished = [], {}, None
+        by_step, last, finished = {}, {}, None
         events = run_dir / "events.jsonl"
         if events.is_file():
             from .telemetry.events import read_events
@@ -269,11 +287,16 @@ class Gallery:
             for event in read_events(events):
                 kind = event.get("type")
                 if kind == "step" and isinstance(event.get("loss"), (int, float)):
-                    losses.append(float(event["loss"]))
+                    by_step[int(event.get("step", 0))] = float(event["loss"])
                 elif kind in TELEMETRY_KINDS:
                     last[kind] = event
                 elif kind == "run_finished":
                     finished = event.get("status")
+                elif kind == "run_started":   # a resumed run replaces what came after its checkpoint
+                    resumed = re.search(r"checkpoint-(\d+)$", str(event.get("resumed_from") or "").rstrip("/\\"))
+                    if resumed:
+                        by_step = {k: v for k, v in by_step.items() if k <= int(resumed.group(1))}
+        losses = [by_step[k] for k in sorted(by_step)]
         meta["loss_history"] = _downsample(losses)
         meta["run"] = str(run_dir)
         if status or finished:
@@ -293,6 +316,7 @@ class Gallery:
                 raise GalleryError(f"{folder}: adapter_model.bin is a pickle; only adapter_model.safetensors "
                                    "is read (convert it with safetensors first)")
             raise GalleryError(f"{folder}: no adapter_model.safetensors")
+        check_adapter_files(folder)
         config = _read_json(config_path)
         peft_type = str(config.get("peft_type") or "")
         if peft_type not in PEFT_TYPES:
@@ -314,6 +338,7 @@ class Gallery:
         fp = _local_fingerprint(str(source))
         if fp is not None:
             meta["base_path"], meta["base_fingerprint"] = fp
+            check_adapter_files(folder, fp[0])
         previous = _read_json(folder / META)   # an adapter exported by the studio keeps its record
         for key in ("labels", "base_fingerprint", "base_path", "metrics", "loss_history", "options"):
             if key in previous:
@@ -331,36 +356,58 @@ class Gallery:
         target = self.root / new_name
         if target.exists():
             raise GalleryError(f"gallery: an adapter named {new_name!r} already exists")
-        meta = dict(entry.meta, name=new_name)
+        self.sweep()
         try:
-            write_text_atomic(entry.path / META, json.dumps(meta, indent=1))
-            entry.path.rename(target)          # one rename: the entry is under one name or the other
+            rename_noreplace(entry.path, target)   # one rename: the entry is under one name or the other
+        except FileExistsError:
+            raise GalleryError(f"gallery: an adapter named {new_name!r} already exists") from None
         except OSError as e:
             raise GalleryError(f"rename {entry.name}: {e.strerror or e} ({e.filename})") from None
+        try:   # the record follows; until then (a crash, a full disk) the folder's name is the name
+            sweep_stale(target, META)
+            write_text_atomic(target / META, json.dumps(dict(entry.meta, name=new_name), indent=1))
+        except OSError:
+            pass
         return self.get(new_name)
 
     def annotate(self, name: str, notes: str) -> Entry:
         entry = self.get(name)
+        sweep_stale(entry.path, META)   # what a killed earlier write of the record left
         try:
-            write_text_atomic(entry.path / META, json.dumps(dict(entry.meta, notes=str(notes)), indent=1))
+            write_text_atomic(entry.path / META, json.dumps(dict(entry.meta, notes=str(notes)), indent=1),
+                              hint=f"the notes of {entry.name} are unchanged; free some space and try again")
+        except DiskFullError:
+            raise
         except OSError as e:
             raise GalleryError(f"notes of {entry.name}: not saved ({e.strerror or e})") from None
         return self.get(name)
 
     def delete(self, name: str) -> None:
-        """Remove an entry: renamed aside first (so it vanishes at once), then deleted."""
+        """Remove an entry: renamed aside first (so it vanishes at once, in one step that needs
+        no space on a full disk), then deleted; a kill in between leaves a hidden folder that
+        the next listing sweeps."""
         entry = self.get(name)
-        trash = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".deleting", dir=self.root))
+        self.sweep()
+        trash = temp_path(self.root, entry.name, ".deleting", create=False)
         try:
-            entry.path.rename(trash / entry.name)
+            rename_noreplace(entry.path, trash)
         except OSError as e:
-            shutil.rmtree(trash, ignore_errors=True)
             raise GalleryError(f"delete {entry.name}: {e.strerror or e}") from None
         errors: list = []
         shutil.rmtree(trash, onerror=lambda *args: errors.append(args[2]))
         if errors:
             raise GalleryError(f"delete {entry.name}: removed from the gallery, but {trash} could not be "
                                f"deleted ({errors[0][1]}); remove it by hand")
+
+
+def check_adapter_files(folder: Path, base_path: str | Path | None = None) -> None:
+    """An adapter's weights must be a complete safetensors file and, when its base model folder is
+    known, fit that base layer by layer (safeload.py: headers only, no tensors read)."""
+    check_safetensors(Path(folder) / "adapter_model.safetensors", GalleryError)
+    if base_path is not None:
+        reason = adapter_base_mismatch(Path(folder), Path(base_path))
+        if reason:
+            raise GalleryError(f"{folder}: {reason}")
 
 
 def same_base(a: Entry, b: Entry) -> bool:

@@ -36,7 +36,8 @@ from .data import (IGNORE, _classification_columns, _examples, _pack, _truncate,
                    settle_format)
 from .datafiles import read_rows
 from .errors import DataError, ModelError
-from .models import BUNDLED, gguf_cache_folder, locate_source
+from .models import BUNDLED, gguf_cache_folder, locate_source, pickled_weights
+from .safeload import check_safetensors
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import DataSection
@@ -187,11 +188,9 @@ def _describe_folder(folder: Path) -> dict:
         bins = sorted(folder.glob("*.bin"))
         bins = [b for b in bins if b.name != "training_args.bin"]
         if not bins:
-            raise ModelError(f"model.source: {folder}: no weights in the folder (expected *.safetensors or "
-                             "pytorch_model*.bin beside config.json)")
-        out.update(format="bin", parameters=_estimate_params(config, inner), parameters_exact=False,
-                   size_bytes=sum(b.stat().st_size for b in bins), dtype=_config_dtype(config))
-        out["warnings"].append("weights are in PyTorch .bin (pickle) files; safetensors load faster and safer")
+            raise ModelError(f"model.source: {folder}: no weights in the folder (expected *.safetensors "
+                             "beside config.json)")
+        raise ModelError(pickled_weights(str(folder), bins[0].name))   # only safetensors are read
     out["has_chat_template"] = _folder_chat_template(folder)
     if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
         out["warnings"].append(f"{folder}: no tokenizer files (tokenizer.json, tokenizer_config.json, vocab.txt, "
@@ -225,7 +224,9 @@ def _safetensors_files(folder: Path) -> list[Path]:
 
 
 def _safetensors_header(path: Path) -> dict:
-    """The JSON header of a safetensors file: 8 bytes of little-endian length, then the JSON."""
+    """The JSON header of a safetensors file: 8 bytes of little-endian length, then the JSON.
+    The file is validated by safetensors first (a truncated copy fails here, not at training)."""
+    check_safetensors(path, ModelError, "model.source")
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -256,30 +257,6 @@ def _folder_chat_template(folder: Path) -> bool:
             return False
         return isinstance(data, dict) and bool(data.get("chat_template"))
     return False
-
-
-def _config_dtype(config: dict) -> str | None:
-    value = config.get("dtype") or config.get("torch_dtype")
-    return value if isinstance(value, str) else None
-
-
-def _estimate_params(config: dict, inner: dict) -> int | None:
-    """A decoder/encoder transformer's size from its config (used only without safetensors)."""
-    c = {**config, **inner}
-    hidden = next((c[k] for k in _HIDDEN_KEYS if isinstance(c.get(k), int)), None)
-    layers = next((c[k] for k in _LAYER_KEYS if isinstance(c.get(k), int)), None)
-    vocab = c.get("vocab_size") if isinstance(c.get("vocab_size"), int) else None
-    if not (hidden and layers and vocab):
-        return None
-    ffn = c.get("intermediate_size") or c.get("n_inner") or 4 * hidden
-    heads = c.get("num_attention_heads") or 1
-    kv = c.get("num_key_value_heads") or heads
-    head_dim = c.get("head_dim") or hidden // heads
-    attention = hidden * heads * head_dim * 2 + hidden * kv * head_dim * 2
-    gated = c.get("hidden_act") in ("silu", "swiglu", "geglu") or c.get("model_type") in ("llama", "mistral", "qwen2")
-    mlp = (3 if gated else 2) * hidden * ffn
-    embeddings = vocab * hidden * (1 if c.get("tie_word_embeddings", True) else 2)
-    return int(layers * (attention + mlp + 4 * hidden) + embeddings)
 
 
 # -- GGUF -----------------------------------------------------------------------------------------

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import ModelError
+from .errors import ModelError, TrainingError
 from .paths import atomic_dir, studio_home
+from .safeload import check_safetensors, pickle_files, safetensors_error
 
 # name -> (python package holding the files, file or folder inside it, task it is meant for)
 BUNDLED = {
@@ -59,7 +60,61 @@ def resolve_source(source: str, trust_remote_code: bool = False,
         return _resolve_hub(source, trust_remote_code, progress)
     target = Path(where)
     folder = _convert_gguf(target, progress) if target.suffix.lower() == ".gguf" else target
+    check_model_folder(folder, source, trust_remote_code, progress)
     return ResolvedModel(source, str(folder), kind, fingerprint(folder))
+
+
+def check_model_folder(folder: Path, source: str, trust_remote_code: bool = False,
+                       progress: Callable[[str], None] = lambda msg: None) -> None:
+    """What must hold before transformers reads a model folder (safeload.py has the rules):
+    a readable config.json, safetensors weights (pickled weights are refused), and remote code
+    only when the person allowed it. Raises ModelError with one line."""
+    folder = Path(folder)
+    config = _read_config(folder, source)
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        pickles = [p for p in pickle_files(folder) if p.name != "training_args.bin"]
+        if pickles:
+            raise ModelError(pickled_weights(source, pickles[0].name))
+        raise ModelError(f"model.source: {source}: no weight files in {folder} (expected model.safetensors)")
+    for path in weights:
+        check_safetensors(path, ModelError, "model.source")
+    if config.get("auto_map") and not _built_in(config):
+        if not trust_remote_code:
+            raise ModelError(f"model.source: {source}: this model needs its own Python code (config.json has "
+                             "auto_map); set model.trust_remote_code = true only if you trust its author")
+        progress(f"warning: model.trust_remote_code is on: Python code shipped with {source} will run "
+                 "on this machine")
+
+
+def _built_in(config: dict) -> bool:
+    """Phi-3, Falcon, MPT... carry auto_map from their remote-code days, but transformers has
+    their classes: those load without running the shipped code."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return config.get("model_type") in CONFIG_MAPPING_NAMES
+
+
+def pickled_weights(source: str, name: str) -> str:
+    return (f"model.source: {source}: the weights are in {name}, a pickle file; LoRA Studio reads only "
+            ".safetensors weights (convert the folder with transformers: from_pretrained, then "
+            "save_pretrained(..., safe_serialization=True))")
+
+
+def _read_config(folder: Path, source: str) -> dict:
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"model.source: {source}: folder has no config.json "
+                         "(expected a Hugging Face model folder)") from None
+    except UnicodeDecodeError:
+        raise ModelError(f"model.source: {path}: not UTF-8 text (expected a JSON model config)") from None
+    except json.JSONDecodeError as e:
+        raise ModelError(f"model.source: {path}: not valid JSON at line {e.lineno} ({e.msg})") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"model.source: {path}: expected a JSON object, got {type(config).__name__}")
+    return config
 
 
 def _resolve_hub(repo_id: str, trust_remote_code: bool, progress) -> ResolvedModel:
@@ -77,6 +132,7 @@ def _resolve_hub(repo_id: str, trust_remote_code: bool, progress) -> ResolvedMod
         raise ModelError(f"model.source: '{repo_id}' could not be fetched from the hub ({reason})") from None
     if not (Path(folder) / "config.json").is_file():
         raise ModelError(f"model.source: '{repo_id}' has no config.json on the hub (not a transformers model)")
+    check_model_folder(Path(folder), repo_id, trust_remote_code, progress)
     return ResolvedModel(repo_id, folder, "hub", fingerprint(Path(folder)))
 
 
@@ -131,7 +187,8 @@ def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code,
+                                            local_files_only=True)   # resolve_source fetched what a hub id needs
     except Exception as e:
         raise ModelError(f"model.source: {resolved.source}: no usable tokenizer in {resolved.path} "
                          f"({type(e).__name__})") from None
@@ -146,7 +203,8 @@ def load_model(resolved: ResolvedModel, task: str, *, num_labels: int = 0, label
     """Load the base model for `task` ("causal-lm" or "sequence-classification")."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    kwargs = {"trust_remote_code": trust_remote_code}
+    # safetensors only (no pickle), and nothing fetched: a hub model was downloaded by resolve_source
+    kwargs = {"trust_remote_code": trust_remote_code, "use_safetensors": True, "local_files_only": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
     try:
@@ -158,18 +216,33 @@ def load_model(resolved: ResolvedModel, task: str, *, num_labels: int = 0, label
                 resolved.path, num_labels=len(names), id2label=dict(enumerate(names)),
                 label2id={n: i for i, n in enumerate(names)}, **kwargs)
     except ValueError as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelError(f"model.source: {resolved.source}: cannot be loaded for task '{task}' ({first})") from None
+        raise ModelError(f"model.source: {resolved.source}: cannot be loaded for task '{task}' "
+                         f"({_first_line(e)})") from None
     except OSError as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelError(f"model.source: {resolved.source}: cannot read the weights ({first})") from None
-    except RuntimeError as e:   # e.g. a saved head whose size differs from the labels asked for
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"model.source: {resolved.source}: cannot read the weights ({_first_line(e)})") from None
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError" and not isinstance(e, RuntimeError):
+            raise
+        if type(e).__name__ == "OutOfMemoryError" or "allocate" in str(e) or "out of memory" in str(e):
+            raise TrainingError(f"out of memory while loading {resolved.source}: the model does not fit in "
+                                "this machine's free memory (close other programs, or use a smaller model)") from None
+        for path in sorted(Path(resolved.path).glob("*.safetensors")):   # name the damaged file
+            reason = safetensors_error(path)
+            if reason:
+                raise ModelError(f"model.source: {path}: not a valid safetensors file ({reason})") from None
+        if not isinstance(e, RuntimeError):
+            raise ModelError(f"model.source: {resolved.source}: cannot read the weights ({_first_line(e)})") from None
+        # e.g. a saved head whose size differs from the labels asked for
         raise ModelError(f"model.source: {resolved.source}: the weights do not fit the model asked for "
-                         f"({first[:300]})") from None
+                         f"({_first_line(e)[:300]})") from None
     if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_token_id
     return model
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 # -- cheap look-ups (no conversion, no download): studio.core.inspect uses these ----------------

@@ -8,6 +8,8 @@ build a form from `dataclasses.fields()` and the same bounds are checked for the
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import typing
 from typing import Any
 
@@ -68,18 +70,33 @@ def coerce(cls: type, name: str, value: Any) -> Any:
     elif tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an int beyond the float range
+                raise ValueError(f"expected a finite {expected.removeprefix('a ')}, got {shown(value)}") from None
+            if not math.isfinite(value):  # nan passes every bound check, inf fails later, far from here
+                raise ValueError(f"expected a finite {expected.removeprefix('a ')}, got {shown(value)}")
     elif tp is str:
         ok = isinstance(value, str)
     if not ok:
-        raise ValueError(f"expected {expected}, got {value!r}")
+        raise ValueError(f"expected {expected}, got {shown(value)}")
     if "choices" in meta and value not in meta["choices"]:
-        raise ValueError(f"expected {expected}, got {value!r}")
+        raise ValueError(f"expected {expected}, got {shown(value)}")
     if "min" in meta and value < meta["min"]:
-        raise ValueError(f"expected {expected}, got {value!r}")
+        raise ValueError(f"expected {expected}, got {shown(value)}")
     if "max" in meta and value > meta["max"]:
-        raise ValueError(f"expected {expected}, got {value!r}")
+        raise ValueError(f"expected {expected}, got {shown(value)}")
+    if tp is int and not -2**63 <= value < 2**63:  # torch, numpy and TOML itself stop at 64 bits
+        raise ValueError(f"expected {expected} (a 64-bit integer), got {shown(value)}")
     return value
+
+
+def shown(value: Any, width: int = 60) -> str:
+    """A value as a message shows it: repr, cut short (a TOML value can be a megabyte, or nested
+    a thousand lists deep) and on one line (repr escapes newlines)."""
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlong, r.maxlevel = width, width, width // 2, 3
+    return r.repr(value)
 
 
 def describe_fields(cls: type) -> list[dict]:

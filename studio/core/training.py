@@ -9,6 +9,14 @@ Trainer with callbacks that turn the Trainer's logs into events, honour stop and
 between optimizer steps, and keep variant state beside each checkpoint. A stopped run still saves
 its adapter. `Session(config, resume_dir=RUN_FOLDER)` continues from the run's last checkpoint.
 
+Crash safety: a run killed at any point (SIGKILL, power cut) resumes from its newest complete
+checkpoint (one carrying the `studio_complete` marker, written last) and continues the same loss
+curve; on resume the event log is cut back to its last whole line, and what the killed process
+left half-written (a checkpoint without its marker, a temporary adapter folder) is removed. A
+full disk, an exception, running out of memory or a NaN loss end the run `failed` with one
+sentence, and keep every checkpoint saved before. One process trains a run folder at a time
+(the event log is locked while the run is open).
+
 Everything heavy (torch, transformers, peft) is imported inside methods, so importing this module
 is cheap for the window.
 """
@@ -18,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -27,11 +36,12 @@ from pathlib import Path
 
 from .config import RunConfig, resolved_paths
 from .errors import ConfigError, StudioError, TrainingError
-from .paths import atomic_dir, write_text_atomic
-from .telemetry.events import EventLog, Sink, make_event, plain, read_events
+from .paths import DiskFullError, atomic_dir, disk_full_error, fsync_file, sweep_stale, write_text_atomic
+from .telemetry.events import EventLog, LogBusy, Sink, make_event, plain, read_events
 from .telemetry.monitor import Telemetry
 from .telemetry.monitor import make_callback as make_telemetry_callback
 from .variants import BuildContext, get_variant
+from .variants.base import build_checked
 
 STATE_JSON = "studio_state.json"          # variant state (JSON) kept in the run folder and checkpoints
 STATE_TENSORS = "studio_state.safetensors"
@@ -172,12 +182,69 @@ def new_run_dir(output_dir: str, variant: str) -> Path:
 CHECKPOINT_DONE = "studio_complete"  # written last in a checkpoint: a crash mid-save leaves none
 
 
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _complete(checkpoint: Path) -> bool:
+    return (checkpoint / "trainer_state.json").is_file() and (checkpoint / CHECKPOINT_DONE).is_file()
+
+
 def last_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint that was written completely (Trainer state and our variant state)."""
-    ckpts = [p for p in (run_dir / "checkpoints").glob("checkpoint-*")
-             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
-             and (p / CHECKPOINT_DONE).is_file()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+    ckpts = [p for p in _checkpoints(run_dir) if _complete(p)]
+    return ckpts[-1] if ckpts else None
+
+
+def incomplete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint folders a crash or a full disk interrupted (no marker): never resumed from."""
+    return [p for p in _checkpoints(run_dir) if not _complete(p)]
+
+
+def metrics_from_events(events, upto_step: int) -> dict:
+    """The final-metrics record (last loss, last eval) as a run had it at `upto_step`."""
+    metrics: dict = {}
+    for event in events:
+        if not isinstance(event.get("step"), int) or event["step"] > upto_step:
+            continue
+        if event.get("type") == "step" and event.get("loss") is not None:
+            metrics["loss"] = event["loss"]
+        elif event.get("type") == "eval":
+            metrics.update({k: v for k, v in event.items() if k not in ("type", "step", "time")})
+    return metrics
+
+
+# The Trainer's own state files are pickles; transformers reads them with weights_only=True.
+TRAINER_PICKLES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt")
+
+
+def check_checkpoint_files(checkpoint: Path) -> None:
+    """Read a checkpoint's files the way resuming will, before anything is changed, so that a
+    damaged or tampered file is one sentence naming it. The pickles are read with
+    weights_only=True: a file holding anything but tensors and plain containers is refused
+    without running it. The safetensors files are checked by safetensors itself."""
+    import torch
+    from transformers.trainer_pt_utils import safe_globals as trainer_safe_globals
+
+    from .errors import InputError
+    from .safeload import check_safetensors
+
+    for path in sorted(checkpoint.glob("*.safetensors")):
+        check_safetensors(path, InputError)
+    for name in TRAINER_PICKLES:
+        path = checkpoint / name
+        if not path.is_file():
+            continue
+        try:
+            with trainer_safe_globals():   # the Trainer's own allowlist (numpy RNG state)
+                torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:   # UnpicklingError (a foreign object), RuntimeError/EOFError (damage)
+            what = ("holds Python objects other than tensors, so it was not loaded (a tampered or foreign "
+                    "file)" if "weights_only" in str(e) or "Unsupported global" in str(e)
+                    else f"cannot be read ({type(e).__name__})")
+            raise InputError(f"{path}: {what}; delete {checkpoint.name} to resume from the checkpoint "
+                             "before it") from None
 
 
 def finished_status(run_dir: Path) -> str | None:
@@ -238,30 +305,64 @@ class Session:
         except _StoppedBeforeStart:
             status, exit_code = "stopped", 0
         except StudioError as e:
+            if isinstance(e, DiskFullError):
+                e = self._as_disk_full(e) or e
             error, exit_code = str(e), e.exit_code
         except KeyboardInterrupt:
             error, exit_code, status = "interrupted", 130, "stopped"
+        except MemoryError:
+            error = _out_of_memory("cpu")
         except Exception as e:  # a bug or a library failure: one line for people, the trace in the folder
-            error = _one_line(e)
-            if self.run_dir is not None:
-                try:
-                    (self.run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-                    error += f" (details in {self.run_dir / 'error.log'})"
-                except OSError:  # the disk that failed the run may fail this too
-                    pass
+            full = self._as_disk_full(e)
+            oom = _out_of_memory_in(e)
+            if full is not None:
+                error = str(full)
+            elif oom is not None:
+                error = oom
+            else:
+                error = _one_line(e)
+                if self.run_dir is not None:
+                    try:
+                        (self.run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+                        error += f" (details in {self.run_dir / 'error.log'})"
+                    except OSError:  # the disk that failed the run may fail this too
+                        pass
         finally:
             try:
                 self._emit("run_finished", status=status, error=error,
                            adapter_path=str(adapter) if adapter else None, gallery_entry=self.gallery_entry,
                            **self._timing)
-            except Exception:  # a full disk or a broken sink must not turn into a traceback
+            except Exception:  # a full disk or a broken sink must not hide the run's own error
                 pass
             finally:
                 if self.telemetry is not None:
                     self.telemetry.release()
                 if self._log is not None:
-                    self._log.close()
+                    _release(self.run_dir)
+                    try:
+                        self._log.close()
+                    except OSError:
+                        pass
         return RunResult(self.run_dir, status, adapter, error, exit_code, self.gallery_entry)
+
+    def _resume_hint(self) -> str:
+        return f"free some space and resume with lora-studio train --resume {self.run_dir}"
+
+    def _as_disk_full(self, e: BaseException) -> DiskFullError | None:
+        """A full disk while training, as one sentence naming what was being written. A checkpoint
+        it interrupted (no marker) is removed, which gives back the space it took; the checkpoints
+        before it are untouched."""
+        if self.run_dir is None:
+            where = getattr(e, "filename", None) or self.config.train.output_dir
+            return disk_full_error(e, where, "free some space and start the run again")
+        partial = incomplete_checkpoints(self.run_dir) if self._log is not None else []
+        where = getattr(e, "path", None) if isinstance(e, DiskFullError) else None
+        where = where or (partial[-1] if partial else None) or getattr(e, "filename", None) or self.run_dir
+        full = disk_full_error(e, where, self._resume_hint())
+        if full is not None:
+            for folder in partial:
+                shutil.rmtree(folder, ignore_errors=True)
+        return full
 
     def _add_to_gallery(self, status: str) -> None:
         """The saved adapter becomes a gallery entry; a failure here is reported, not fatal (the
@@ -269,7 +370,13 @@ class Session:
         from .gallery import Gallery
 
         try:
-            self.gallery_entry = Gallery().add_run(self.run_dir, status=status).name
+            gallery = Gallery()
+            run, step = str(self.run_dir.resolve()), self._step
+            for entry in gallery.entries():   # a resumed run that was killed after adding itself
+                if entry.source_run == run and entry.meta.get("step") == step:
+                    self.gallery_entry = entry.name
+                    return
+            self.gallery_entry = gallery.add_run(self.run_dir, status=status).name
             self._progress(f"added to the gallery as {self.gallery_entry}")
         except (StudioError, OSError) as e:
             self._progress(f"warning: the adapter was not added to the gallery ({e})")
@@ -278,18 +385,46 @@ class Session:
         """Make (or reopen, when resuming) the run folder and start its event log with the events
         reported so far."""
         cfg = self.config
+        fresh = None
         try:
             if self.resume_dir is not None:
-                self.run_dir = self.resume_dir
+                run_dir = self.resume_dir
             else:
-                self.run_dir = new_run_dir(cfg.train.output_dir, cfg.variant_name)
-                write_text_atomic(self.run_dir / "config.toml", cfg.to_toml())
-        except OSError as e:
+                run_dir = fresh = new_run_dir(cfg.train.output_dir, cfg.variant_name)
+                write_text_atomic(run_dir / "config.toml", cfg.to_toml(),
+                                  hint="free some space and start the run again")
+            # the lock: one process trains a run folder at a time (a second resume, a GUI and a CLI)
+            log = EventLog(run_dir / "events.jsonl", forward=self._sink, exclusive=True)
+        except LogBusy:
+            raise ConfigError(f"{run_dir}: another lora-studio process is training this run right now "
+                              "(wait for it to end, or stop it, before resuming)") from None
+        except (OSError, DiskFullError) as e:
+            if fresh is not None:
+                shutil.rmtree(fresh, ignore_errors=True)   # nothing of this run is in it yet
+            if isinstance(e, DiskFullError):
+                raise
+            full = disk_full_error(e, getattr(e, "filename", None) or cfg.train.output_dir,
+                                   "free some space and start the run again")
+            if full is not None:
+                raise full from None
             raise ConfigError(f"train.output_dir: cannot write the run folder ({e.strerror}: {e.filename})") from None
-        self._log = EventLog(self.run_dir / "events.jsonl", forward=self._sink)
+        self.run_dir, self._log = run_dir, log
+        _claim(run_dir)
         for event in self._pending:
             self._log.write(event)
         self._pending = []
+        if self.resume_dir is not None:
+            self._clean_after_crash()
+
+    def _clean_after_crash(self) -> None:
+        """What a killed or failed process left half-written in this run folder, which this
+        process now holds alone: checkpoints without their marker, temporary adapter folders
+        and files. The complete checkpoints and the adapter are untouched."""
+        for folder in incomplete_checkpoints(self.run_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+            self._progress(f"removed {folder.name}: it was cut short while being saved")
+        for where in (self.run_dir, self.run_dir / "checkpoints", *_checkpoints(self.run_dir)):
+            sweep_stale(where, everything=True)
 
     def _emit(self, type: str, **payload) -> None:
         event = make_event(type, self._step, **payload)
@@ -321,6 +456,12 @@ class Session:
         if self.resume_dir is not None:
             if not (self.resume_dir / "config.toml").is_file():
                 raise ConfigError(f"{self.resume_dir}: not a run folder (no config.toml)")
+            from . import runlock
+
+            pid = runlock.holder(self.resume_dir)
+            if pid is not None:   # besides the lock on the event log, which not every filesystem has
+                raise ConfigError(f"{self.resume_dir}: this run is still running in process {pid} "
+                                  f"(if it is not, delete {self.resume_dir / runlock.LOCK})")
             if finished_status(self.resume_dir) == "completed":
                 raise ConfigError(f"{self.resume_dir}: this run already completed; nothing to resume "
                                   "(start a new run with more steps)")
@@ -337,10 +478,14 @@ class Session:
         self.tokenizer = load_tokenizer(resolved, cfg.model.trust_remote_code)
         self._progress("reading the dataset")
         data = prepare_data(cfg.data, self.tokenizer, cfg.model.task, seed=cfg.train.seed)
+        for note in data.notes:   # rows skipped or dropped, no room for an eval split
+            self._progress(f"note: {note}")
         self._check_cancelled()
         if data.chat_template_used == "fallback-chatml":
             # saved with the adapter, so generation formats prompts the way training did
             self.tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+            self._progress(f"warning: {cfg.model.source} has no chat template: the conversations are laid out "
+                           "as ChatML, and that template is saved with the adapter")
         self._progress("loading the base model")
         # fp32 master weights: bf16/fp16 training is autocast on top (and Delta-LoRA's small
         # per-step updates of W would round away in a bf16 weight)
@@ -351,11 +496,6 @@ class Session:
 
         total = planned_steps(len(data.train), cfg.train.batch_size, cfg.train.grad_accum, cfg.train.epochs,
                               cfg.train.max_steps)
-        if self.resume_dir is not None:
-            done = last_checkpoint(self.resume_dir)
-            if done is not None and int(done.name.split("-")[-1]) >= total:
-                raise ConfigError(f"{self.resume_dir}: already completed ({done.name} of {total} steps); "
-                                  "nothing to resume (raise train.max_steps or epochs in a new run)")
         saved_state = self._saved_state()
         ctx = BuildContext(task=cfg.model.task, total_steps=total, learning_rate=cfg.train.learning_rate,
                            weight_decay=cfg.train.weight_decay, seed=cfg.train.seed, device=device,
@@ -364,7 +504,7 @@ class Session:
                            should_stop=lambda: self.control.stop_requested, saved_state=saved_state,
                            state=dict(saved_state))
         transformers.set_seed(cfg.train.seed)
-        model = variant.build(base, opts, ctx)
+        model = build_checked(variant, base, opts, ctx)   # a target or rank the model refutes: ConfigError
         model.to(device)
         self.model = model
         if self.control.stop_requested and self.resume_dir is None:
@@ -377,6 +517,7 @@ class Session:
             self._progress("no checkpoint in this run folder yet: starting from the beginning")
         if checkpoint is not None:
             self._restore_checkpoint(model, variant, opts, checkpoint, ctx)
+            self._metrics = metrics_from_events(read_events(self.run_dir / "events.jsonl"), self._step)
 
         trainable, total_params = model.get_nb_trainable_parameters()
         self._emit("run_started", config=cfg.to_dict(), trainable_params=int(trainable),
@@ -406,6 +547,11 @@ class Session:
 
         if self.control.stop_requested:
             return "stopped", self._save_adapter(model, variant, opts, resolved)
+        if checkpoint is not None and self._step >= total:
+            # killed after its last checkpoint, while (or before) saving the adapter: no step is left
+            self._progress(f"{checkpoint.name} is the end of training: saving the adapter")
+            self.telemetry.finish(self._step)
+            return "completed", self._save_adapter(model, variant, opts, resolved)
         if checkpoint is not None:
             # The weights are already in place (_restore_checkpoint, through the variant, which
             # knows its own layout: AdaLoRA's saved adapter is pruned, Delta-LoRA's W moved). The
@@ -415,8 +561,9 @@ class Session:
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         except torch.cuda.OutOfMemoryError:
-            raise TrainingError("out of GPU memory: lower train.batch_size or data.max_seq_len, "
-                                "or set train.gradient_checkpointing = true") from None
+            raise TrainingError(_out_of_memory("cuda")) from None
+        except MemoryError:
+            raise TrainingError(_out_of_memory("cpu")) from None
         finally:
             # bf16/fp16: accelerate wrapped model.forward in autocast and the Trainer leaves it so;
             # restore the plain forward, so the model computes in its own fp32 after the run
@@ -456,6 +603,7 @@ class Session:
         before the Trainer loads optimizer, scheduler and data position from the same folder."""
         from safetensors.torch import load_file
 
+        check_checkpoint_files(checkpoint)
         variant.load_checkpoint_weights(model, opts, checkpoint)
         tensors_path = checkpoint / STATE_TENSORS
         tensors = load_file(str(tensors_path)) if tensors_path.is_file() else {}
@@ -476,7 +624,7 @@ class Session:
 
     def _save_adapter(self, model, variant, opts, resolved) -> Path:
         final = self.run_dir / "adapter"
-        with atomic_dir(final) as tmp:
+        with atomic_dir(final, hint=self._resume_hint()) as tmp:
             variant.export_adapter(model, opts, tmp)
             meta = {"base_model": resolved.source, "base_path": resolved.path,
                     "base_fingerprint": resolved.fingerprint, "task": self.config.model.task,
@@ -520,6 +668,44 @@ def memory_mb(device) -> float | None:
 
 def _finite(value) -> bool:
     return value is None or (isinstance(value, (int, float)) and math.isfinite(value))
+
+
+def _claim(run_dir: Path) -> None:
+    """Name this process in the run folder's run.lock (runlock.py), for a window that opens the
+    folder meanwhile; the event log's lock is what keeps a second writer out."""
+    try:
+        from . import runlock
+
+        runlock.claim(run_dir)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+def _release(run_dir: Path) -> None:
+    try:
+        from . import runlock
+
+        runlock.release(run_dir)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+def _out_of_memory(kind: str) -> str:
+    where = {"cuda": "GPU memory", "mps": "GPU memory (Apple)"}.get(kind, "memory (RAM)")
+    return (f"out of {where}: lower train.batch_size or data.max_seq_len, or set "
+            "train.gradient_checkpointing = true (the checkpoints saved so far are kept)")
+
+
+def _out_of_memory_in(e: BaseException) -> str | None:
+    """The out-of-memory sentence for an allocator's error that is not a MemoryError, else None."""
+    text = str(e)
+    if type(e).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text:
+        return _out_of_memory("cuda")
+    if "MPS backend out of memory" in text:
+        return _out_of_memory("mps")
+    if "can't allocate memory" in text or "DefaultCPUAllocator" in text:
+        return _out_of_memory("cpu")
+    return None
 
 
 def _one_line(e: BaseException) -> str:
@@ -605,6 +791,9 @@ def _build_event_callback_class():
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if path.is_dir():
                 s.save_checkpoint_state(path, self.variant, self.opts)
+                for f in path.iterdir():   # on disk before the marker says the checkpoint is whole
+                    if f.is_file():
+                        fsync_file(f)
                 (path / CHECKPOINT_DONE).write_text("", encoding="utf-8")
                 s._emit("checkpoint", path=str(path))
             self._restart_clock()

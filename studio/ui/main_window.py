@@ -10,6 +10,7 @@ RunHistory, so it looks exactly as it did live.
 
 from __future__ import annotations
 
+import re
 import time
 from html import escape
 from pathlib import Path
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayo
 from studio import __version__
 from studio.core.config import RunConfig
 from studio.core.errors import StudioError
+from studio.core import runlock
 from studio.core.paths import studio_home
 
 from .charts_panel import ChartsPanel
@@ -398,6 +400,26 @@ class MainWindow(QMainWindow):
             if form is not None and key in form.editors:
                 form.set_external_error(key, text.split(":", 1)[1].strip())
 
+    def _place_run_error(self, error: str) -> None:
+        """A run that failed on its input also shows the reason next to what caused it: the model
+        source, the data file, or the option the message names (section.key: ...)."""
+        config = getattr(self, "_run_config", None)
+        field = re.match(r"((?:model|data|variant|train|telemetry)\.\w+): ", error)
+        if field and field.group(1) == "model.source":
+            self.model_panel.show_source_error(error[field.end():])
+        elif field and field.group(1) in ("data.path", "data.eval_path"):
+            self.data_panel.show_file_error(error)
+        elif field and field.group(1) != "train.output_dir":   # a folder problem is not the field's
+            self._mark_cross_field_error(error)
+        elif config is not None:
+            # a data error starts with the file (a Windows path has a colon of its own)
+            files = [config.data.path, Path(config.data.path).name]
+            if config.data.eval_path:
+                files += [config.data.eval_path, Path(config.data.eval_path).name]
+            if any(f and error.startswith(f + ":") for f in files):
+                self.data_panel.show_file_error(error)
+        self.validate()
+
     def _on_setup_changed(self) -> None:
         model = self.model_panel.values()
         described = self.model_panel.description
@@ -502,8 +524,28 @@ class MainWindow(QMainWindow):
         self._update_actions()
         if history.status.get("state") == "failed" and history.status.get("error"):
             self.show_error(f"this run failed: {history.status['error']}")
+        elif history.status.get("state") not in FINISHED:
+            self._explain_unfinished(path)
         self.statusBar().showMessage(f"Opened run {path.name}", 5000)
         return True
+
+    def _explain_unfinished(self, path: Path) -> None:
+        """A log without run_finished: the run is alive in another process, or it was killed
+        (or crashed) and can be resumed from its last checkpoint."""
+        pid = runlock.holder(path)
+        if pid is not None:
+            self.show_error(f"this run is still being written by process {pid}: its charts are as of now")
+            return
+        self.history.status["state"] = "interrupted"
+        from studio.core.training import last_checkpoint   # a complete one (no torch imported)
+
+        checkpoint = last_checkpoint(path)
+        step = self.history.status.get("step", 0)
+        hint = (f"Resume run continues from {checkpoint.name}" if checkpoint
+                else "it has no complete checkpoint yet, so Resume run starts it again")
+        self.show_error(f"this run was interrupted at step {step} (its process was killed or crashed); {hint}")
+        self._update_actions()
+        self._update_title()
 
     # -- recent files ------------------------------------------------------------------------
 
@@ -547,13 +589,17 @@ class MainWindow(QMainWindow):
         return True
 
     def resume_run(self, run_dir: str | Path | None = None) -> bool:
-        """Continue a stopped or failed run from its last checkpoint."""
+        """Continue a stopped, failed or interrupted run from its last checkpoint."""
         from studio.core.training import last_checkpoint
 
         run_dir = Path(run_dir) if run_dir else self.run_dir
         if self.controller.is_running or run_dir is None:
             return False
-        if last_checkpoint(run_dir) is None:
+        pid = runlock.holder(run_dir)
+        if pid is not None:
+            self.show_error(f"{run_dir}: this run is still running in process {pid}")
+            return False
+        if last_checkpoint(run_dir) is None and self.history.status.get("state") != "interrupted":
             self.show_error(f"{run_dir}: no checkpoint to resume from")
             return False
         try:
@@ -575,6 +621,7 @@ class MainWindow(QMainWindow):
         self._gallery_entry = None
         self.progress_bar.setRange(0, 0)     # busy until the run knows its length
         self.progress_bar.show()
+        self._run_config = config
         self.controller.start(config, resume_dir)
         self.repaint_timer.start()
         self._update_actions()
@@ -662,6 +709,8 @@ class MainWindow(QMainWindow):
             self._add_recent(self.run_dir)
         if status == "failed":
             self.show_error(f"the run failed: {error}" if error else "the run failed")
+            if error:
+                self._place_run_error(error)
             self.statusBar().showMessage("Run failed", 10000)
         else:
             self.statusBar().showMessage(f"Run {status}" + (f": {result.get('adapter_path')}"
@@ -742,14 +791,21 @@ class MainWindow(QMainWindow):
         self.pause_button.setEnabled(running and state in ("running", "paused"))
         self.stop_action.setEnabled(running and state != "stopping")
         self.stop_button.setEnabled(running and state != "stopping")
+        run_state = self.history.status.get("state")
         resumable = (not running and self.run_dir is not None
-                     and self.history.status.get("state") in ("stopped", "failed")
-                     and any((self.run_dir / "checkpoints").glob("checkpoint-*")))
+                     and (run_state == "interrupted" or (run_state in ("stopped", "failed")
+                                                     and self._has_checkpoint(self.run_dir))))
         self.resume_run_action.setEnabled(bool(resumable))
         self.resume_button.setEnabled(bool(resumable))
         for a in (self.open_run_action, self.open_config_action, self.new_action):
             a.setEnabled(not running)
         self.setup_scroll.widget().setEnabled(not running)
+
+    @staticmethod
+    def _has_checkpoint(run_dir: Path) -> bool:
+        from studio.core.training import last_checkpoint
+
+        return last_checkpoint(run_dir) is not None
 
     def _update_status_bar(self) -> None:
         s, labels = self._status, self.status_labels

@@ -63,6 +63,7 @@ def _human(n: float) -> str:
 
 class ModelPanel(QGroupBox):
     """Base model: bundled, a local folder, a .gguf file or a hub id; what was detected."""
+    _runtime_error = False   # the error shown came from a run, not from checking the input
 
     changed = Signal()
 
@@ -124,7 +125,7 @@ class ModelPanel(QGroupBox):
         out = {f"model.{k}": v for k, v in self.options.field_errors().items()}
         if not self.source_combo.currentText().strip():
             out["model.source"] = "expected a model: bundled, a folder, a .gguf file or a hub id"
-        elif self.error.isVisible():
+        elif self.error.isVisible() and not self._runtime_error:
             out["model.source"] = self.error.text()
         return out
 
@@ -134,9 +135,16 @@ class ModelPanel(QGroupBox):
 
     # -- detection ---------------------------------------------------------------------------
 
+    def show_source_error(self, text: str) -> None:
+        """A reason found while the model was loaded for a run (a damaged weight file, ...);
+        it stays until the source changes, and does not block Train (the file may be fixed in place)."""
+        _show_error(self.error, text)
+        self._runtime_error = True
+
     def _on_source_changed(self, *_):
         self.description = None
         _show_error(self.error, None)
+        self._runtime_error = False
         self.info.setText("<i>reading the model…</i>")
         self._timer.start()
         self.changed.emit()
@@ -171,6 +179,7 @@ class ModelPanel(QGroupBox):
         self.description = None
         self.info.setText("")
         _show_error(self.error, text)
+        self._runtime_error = False
         self.changed.emit()
 
     def _on_folder_clicked(self) -> None:
@@ -221,6 +230,7 @@ def describe_html(d: dict) -> str:
 class DataPanel(QGroupBox):
     """Dataset: file dialog or drop, the detected format, statistics; the preview itself is
     drawn by the window's preview pane from `preview_ready`."""
+    _runtime_error = False
 
     changed = Signal()
     preview_ready = Signal(dict)
@@ -284,7 +294,7 @@ class DataPanel(QGroupBox):
             out["data.path"] = "expected a dataset file (.jsonl, .json, .csv, .parquet or .txt)"
         elif not Path(find_file(path, self.config_source)).is_file():
             out["data.path"] = f"{path}: no such file"
-        elif self.error.isVisible():
+        elif self.error.isVisible() and not self._runtime_error:
             out["data.path"] = self.error.text()
         return out
 
@@ -313,9 +323,16 @@ class DataPanel(QGroupBox):
 
     # -- preview -----------------------------------------------------------------------------
 
+    def show_file_error(self, text: str) -> None:
+        """A reason found while the data was read for a run; it stays until the data changes, and
+        does not block Train (the file may be fixed in an editor meanwhile)."""
+        _show_error(self.error, text)
+        self._runtime_error = True
+
     def _on_input_changed(self, *_):
         errors = self.errors()
         _show_error(self.error, None)
+        self._runtime_error = False
         if "data.path" in errors:
             _show_error(self.error, errors["data.path"])
         self.changed.emit()
@@ -371,6 +388,7 @@ class DataPanel(QGroupBox):
         self.cancel_button.hide()
         self.preview = preview
         _show_error(self.error, None)
+        self._runtime_error = False
         self.info.setText(preview_summary_html(preview))
         self.preview_ready.emit(preview)
         self.changed.emit()
@@ -382,6 +400,7 @@ class DataPanel(QGroupBox):
         self.preview = None
         self.info.setText("")
         _show_error(self.error, text)
+        self._runtime_error = False
         self.preview_failed.emit(text)
         self.changed.emit()
 

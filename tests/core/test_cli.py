@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATASETS, ROOT
+from conftest import ROOT
 from studio.cli import main
 from studio.core.telemetry import read_events
 
@@ -68,6 +68,14 @@ BAD_CONFIGS = {
     "bad-variant": ('[variant]\nname = "lora-max"\n', "variant.name: expected one of lora"),
     "foreign-option": ('[variant]\nname = "lora"\nlr_ratio = 16\n', "variant.lr_ratio: not an option of lora"),
     "delta-dropout": ('[variant]\nname = "delta-lora"\ndropout = 0.1\n', "variant.dropout: expected 0"),
+    # nan passes every bound check and inf fails far from here: both are refused where they are read
+    "nan": ("[train]\nlearning_rate = nan\n", "train.learning_rate: expected a finite number from 0.0 to 1.0, got nan"),
+    "inf": ("[train]\nepochs = inf\n", "train.epochs: expected a finite number"),
+    "variant-nan": ('[variant]\nname = "lora-plus"\nlr_ratio = nan\n', "variant.lr_ratio: expected a finite number"),
+    "huge-epochs": ("[train]\nepochs = 1e308\n", "train.epochs: expected a number from 0.0 to 1000000.0"),
+    "huge-seed": ("[train]\nseed = 99999999999\n", "train.seed: expected an integer from 0 to 2147483647"),
+    "key-with-newline": ('[train]\n"batch\\nsize" = 4\n', "train.'batch\\nsize': unknown key"),
+    "deep": ("[train]\nseed = " + "[" * 100_000 + "]" * 100_000 + "\n", "nested too deeply"),
 }
 
 
@@ -115,6 +123,13 @@ BAD_DATA = {
     "missing.jsonl": (b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant"}]}\n', "content"),
     "roles.jsonl": (b'{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]}\n',
                     "'bot'"),
+    "deep.jsonl": (b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "line 1: nested too deeply"),
+    "huge.jsonl": (b'{"text": 1e999}\n', "line 1: 'text' is the number 1e999, too large to store"),
+    "blank.jsonl": (b'{"text": ""}\n{"text": ""}\n', "no row has any text"),
+    "utf16.jsonl": ('{"text": "hi"}\n'.encode("utf-16"), "UTF-16 text; expected UTF-8"),
+    # the loaders' own "Failed to read file ..." log lines must not add to the one line
+    "ragged.csv": (b"text\nfine\na,b,c\n", "not a valid CSV table"),
+    "twice.jsonl": (b'{"text": "a", "text": "b"}\n', "line 1: the key 'text' appears twice"),
 }
 
 
@@ -275,3 +290,31 @@ def test_console_script_from_outside(tiny_llama, tmp_path):
     proc = subprocess.run([str(exe), "train", str(bad)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "train.epochs" in proc.stderr
+
+
+def test_config_with_a_byte_order_mark_is_read(tmp_path):
+    from studio.core.config import RunConfig
+
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf[train]\nmax_steps = 7\n")
+    assert RunConfig.from_toml(path).train.max_steps == 7
+
+
+@pytest.mark.parametrize("override, fragments", [
+    ("train.learning_rate=nan", ("--set 'train.learning_rate=nan'", "expected a finite number")),
+    ("variant.alpha=-inf", ("--set 'variant.alpha=-inf'", "variant.alpha: expected a finite number")),
+    ("train.seed=1\nx = 2", ("train.seed: expected an integer", "'1\\nx = 2'")),
+    ("train.output_dir=~no-such-user-here/runs", ("train.output_dir: cannot use", "'~no-such-user-here/runs'")),
+])
+def test_bad_set_values_exit_2(override, fragments, capsys):
+    code, _, err = run_cli(capsys, "train", DEFAULT, "--set", override)
+    assert code == 2
+    assert_one_line_error(err, *fragments)
+
+
+def test_empty_data_path_names_the_field(tiny_llama, tmp_path, capsys):
+    out_dir = tmp_path / "runs"
+    code, _, err = run_cli(capsys, *tiny_args(tiny_llama, out_dir, "--set", "data.path="))
+    assert code == 2
+    assert_one_line_error(err, "data.path: expected a data file (.jsonl, .json, .csv, .parquet, .txt), got ''")
+    assert not out_dir.exists() or not any(out_dir.iterdir())

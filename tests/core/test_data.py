@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -304,6 +305,8 @@ ERROR_CASES = {
                       r"^sg\.jsonl: row 1: 'from' 'robot' in conversations\[1\] is not one of"),
     "missing output": ("al.jsonl", [{"instruction": "a", "output": "b"}, {"instruction": "a", "output": None}],
                        r"^al\.jsonl: row 2: missing 'output'"),
+    "role with a line break": ("chat.jsonl", _chat_rows(2, {"messages": [_msg("a"), _msg("b", "bot\nx")]}),
+                               r"^chat\.jsonl: row 2: role 'bot\\nx' in messages\[1\] is not one of"),
     "no known columns": ("x.jsonl", [{"foo": 1, "bar": "b"}],
                          r"^x\.jsonl: no known format: found columns 'foo', 'bar'; expected 'text'"),
 }
@@ -330,6 +333,35 @@ def test_bad_rows_name_file_row_and_field(tmp_path, tok, case):
     ("bad.json", b'[{"text": "a"},\n {"text": }]', r"^bad\.json: line 2: invalid JSON"),
     ("data.xlsx", b"PK\x03\x04", r"^data\.xlsx: unsupported file type '\.xlsx'"),
     ("fake.parquet", b"hello", r"^fake\.parquet: not a Parquet file"),
+    ("noise.parquet", b"PAR1" + b"x" * 100 + b"PAR1", r"^noise\.parquet: not a readable Parquet file \("),
+    # nesting: Python's parser would overflow its stack, Arrow gives up at 64 levels
+    ("deep.jsonl", b'{"text": "a"}\n{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+     r"^deep\.jsonl: line 2: nested too deeply \(more than 63 levels"),
+    ("deep.json", b'[{"text": "a"},\n {"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]",
+     r"^deep\.json: line 2: nested too deeply"),
+    ("deep63.jsonl", b'{"text": "a"}\n{"text": "b", "x": ' + b"[" * 63 + b"]" * 63 + b"}\n",  # Arrow's limit + 1
+     r"^deep63\.jsonl: line 2: nested too deeply \(more than 63 levels"),
+    ("deep63.json", b'[{"text": "a"},\n {"text": "b", "x": ' + b"[" * 63 + b"]" * 63 + b"}]",
+     r"^deep63\.json: line 2: nested too deeply"),
+    # what Arrow cannot store, named by line and field instead of pandas' "If using all scalar values ..."
+    ("huge.jsonl", b'{"text": "a"}\n{"text": 1e999}\n',
+     r"^huge\.jsonl: line 2: 'text' is the number 1e999, too large to store"),
+    ("huge.json", b'[{"text": "a"},\n {"text": "b", "score": -1e999}]',
+     r"^huge\.json: line 2: 'score' is the number -1e999, too large"),
+    ("bigint.json", b'[{"text": "a", "id": 18446744073709551616}]', r"^bigint\.json: line 1: 'id' is the number"),
+    ("digits.jsonl", b'{"text": "a", "id": ' + b"9" * 5000 + b"}\n",
+     r"^digits\.jsonl: line 1: a number with thousands of digits"),
+    ("twice.jsonl", b'{"text": "a"}\n{"text": "a", "text": "b"}\n',
+     r"^twice\.jsonl: line 2: the key 'text' appears twice in one object"),
+    ("surrogate.jsonl", b'{"text": "\\ud800"}\n', r"^surrogate\.jsonl: line 1: 'text' holds an unpaired UTF-16 surrogate"),
+    ("surrogate.json", b'[{"text": "fine \\ud83d\\ude00"},\n {"text": "\\udc00"}]',
+     r"^surrogate\.json: line 2: 'text' holds an unpaired UTF-16 surrogate \(\\udc00\)"),
+    # other encodings than UTF-8 say so, instead of "binary data at byte offset 3"
+    ("utf16.jsonl", '{"text": "a"}\n'.encode("utf-16"), r"^utf16\.jsonl: UTF-16 text; expected UTF-8 \(save the file as UTF-8\)$"),
+    ("utf16be.csv", b"\xfe\xff" + "text,label\na,b\n".encode("utf-16-be"), r"^utf16be\.csv: UTF-16 text; expected UTF-8"),
+    ("utf16.txt", "no byte-order mark here\n".encode("utf-16-le"), r"^utf16\.txt: UTF-16 text \(without a byte-order mark\)"),
+    ("utf32.txt", "hello\n".encode("utf-32"), r"^utf32\.txt: UTF-32 text; expected UTF-8"),
+    ("bom.jsonl", b"\xef\xbb\xbf\n  \n", r"^bom\.jsonl: the file is empty$"),
 ])
 def test_bad_files(tmp_path, tok, name, content, pattern):
     path = tmp_path / name
@@ -337,6 +369,132 @@ def test_bad_files(tmp_path, tok, name, content, pattern):
     with pytest.raises(DataError, match=pattern) as err:
         prepare_data(section(path), tok, "causal-lm")
     assert "\n" not in str(err.value)
+
+
+def test_parquet_oddities(tmp_path, tok):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), empty)
+    with pytest.raises(DataError, match=r"^empty\.parquet: the file has no rows$"):
+        read_rows(str(empty))
+    # Parquet does not check that strings are UTF-8 until a row is read: read_rows checks them all
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"text": ["a b c", "d e f"]}), good)
+    data = bytearray(good.read_bytes())
+    data[data.index(b"d e f")] = 0x80
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"^bad\.parquet: column 'text' holds text that is not UTF-8"):
+        read_rows(str(bad))
+    data = bytearray(good.read_bytes())
+    data[data.index(b"\x18\x04text%") + 2] = 0x80  # the footer's name of the column
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"^bad\.parquet: not a readable Parquet file \(a column name is not UTF-8"):
+        read_rows(str(bad))
+
+
+def test_byte_order_mark_is_accepted(tmp_path, tok):
+    bom = b"\xef\xbb\xbf"
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_bytes(bom + b"text,label\ngood,pos\nbad,neg\n")
+    assert read_rows(str(csv_path)).column_names == ["text", "label"]  # not '\ufefftext'
+    assert prepare_data(section(csv_path), tok, "sequence-classification").num_labels == 2
+    txt = tmp_path / "t.txt"
+    txt.write_bytes(bom + b"first line\nsecond line\n")
+    assert read_rows(str(txt))["text"] == ["first line", "second line"]
+    for name, body in (("a.json", b'[{"text": "x"}, {"text": "y"}]'), ("o.json", b'{"text": "x"}'),
+                       ("l.jsonl", b'{"text": "x"}\n{"text": "y"}\n')):
+        path = tmp_path / name
+        path.write_bytes(bom + body)
+        assert read_rows(str(path))["text"][0] == "x"
+
+
+def test_json_nested_as_deep_as_arrow_stores_is_read(tmp_path):
+    row = {"text": "a", "x": json.loads("[" * 62 + "]" * 62)}  # 63 levels with the row's own { }
+    assert len(read_rows(str(write_jsonl(tmp_path / "d.jsonl", [row])))) == 1
+    (tmp_path / "d.json").write_text(json.dumps([row]), encoding="utf-8")
+    assert len(read_rows(str(tmp_path / "d.json"))) == 1
+
+
+def test_json_lines_break_only_at_line_ends(tmp_path, tok):
+    # U+2028 is a line break to str.splitlines() but plain text inside a JSON string
+    path = tmp_path / "u.jsonl"
+    path.write_text('{"text": "one\u2028two"}\n{"text": "three"}\n', encoding="utf-8")
+    assert read_rows(str(path))["text"] == ["one\u2028two", "three"]
+    old_mac = tmp_path / "cr.jsonl"
+    old_mac.write_bytes(b'{"text": "a"}\r{"text": "b"}\r')
+    assert read_rows(str(old_mac))["text"] == ["a", "b"]
+
+
+def test_empty_texts_are_skipped_and_counted(tmp_path, tok):
+    rows = [{"text": "The capital of France is Paris."}, {"text": ""}, {"text": "  \n"}, {"text": "Rome."}]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    for pack in (False, True):
+        data = prepare_data(section(path, pack=pack), tok, "causal-lm")
+        assert data.dropped == 2 and data.notes == ["t.jsonl: 2 of 4 rows have no text and were skipped"]
+        expected = sum(len(tok(r["text"])["input_ids"]) + 1 for r in (rows[0], rows[3]))  # + eos each
+        assert sum(map(len, data.train["input_ids"])) == expected
+    blank = write_jsonl(tmp_path / "blank.jsonl", [{"text": ""}] * 3)
+    for pack in (False, True):
+        with pytest.raises(DataError, match=r"^blank\.jsonl: no row has any text to learn from \(all 3 rows"):
+            prepare_data(section(blank, pack=pack), tok, "causal-lm")
+
+
+def test_notes_for_dropped_rows_and_no_eval_set(tmp_path, tok):
+    long_user = {"role": "user", "content": "blah " * 200}
+    rows = [{"messages": CHAT}, {"messages": [long_user, {"role": "assistant", "content": "ok"}]}]
+    data = prepare_data(section(write_jsonl(tmp_path / "chat.jsonl", rows), max_seq_len=64), tok, "causal-lm")
+    assert data.notes == ["chat.jsonl: 1 of 2 rows have nothing left to learn from within max_seq_len=64 "
+                          "and were dropped"]
+    one = write_jsonl(tmp_path / "one.jsonl", [{"prompt": "q", "completion": "a"}])
+    data = prepare_data(section(one, eval_fraction=0.5), tok, "causal-lm")
+    assert data.eval is None and len(data.train) == 1
+    assert data.notes == ["one.jsonl: too few examples (1) to hold out data.eval_fraction=0.5 for evaluation; "
+                          "training without an evaluation set"]
+    assert prepare_data(section(one, eval_fraction=0.0), tok, "causal-lm").notes == []
+
+
+def test_paths_that_are_not_data_files(tmp_path, tok):
+    with pytest.raises(DataError, match=r"^data\.path: expected a data file \(\.jsonl, \.json, \.csv, \.parquet, "
+                                        r"\.txt\), got ''$"):
+        prepare_data(section(""), tok, "causal-lm")
+    train = write_jsonl(tmp_path / "t.jsonl", [{"text": "hello"}])
+    with pytest.raises(DataError, match=r"^data\.eval_path: expected a data file .* got ' '$"):
+        prepare_data(section(train, eval_path=" "), tok, "causal-lm")
+    loop = tmp_path / "loop.jsonl"
+    loop.symlink_to(tmp_path / "loop.jsonl")
+    with pytest.raises(DataError, match=r"loop\.jsonl: a symbolic link that leads nowhere"):
+        read_rows(str(loop))
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"pipe\.jsonl: not a regular file"):  # reading it would block
+        read_rows(str(fifo))
+
+
+@pytest.mark.parametrize("label, pattern", [
+    (10**6, r"'label' is 1000000; class numbers go from 0 to 9999"),
+    (1e300, r"'label' is 1e\+300; class numbers go from 0 to 9999"),
+])
+def test_class_numbers_are_bounded(tmp_path, tok, label, pattern):
+    # each class is an output of the model: a number like an id would build a million-way head
+    path = write_jsonl(tmp_path / "c.jsonl", [{"text": "a", "label": 0}, {"text": "b", "label": label}])
+    with pytest.raises(DataError, match=r"^c\.jsonl: row 2: " + pattern):
+        prepare_data(section(path), tok, "sequence-classification")
+
+
+@pytest.mark.parametrize("label, pattern", [
+    (1.5, r"'label' is 1\.5; expected a class name or a whole number"),
+    (True, r"'label' is a boolean"),
+    ([1], r"'label' is a list"),
+    (None, r"missing 'label'"),
+])
+def test_eval_file_labels_are_checked_like_training_labels(tmp_path, tok, label, pattern):
+    train = write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": 0}, {"text": "b", "label": 1}])
+    evalf = write_jsonl(tmp_path / "eval.jsonl", [{"text": "c", "label": 1}, {"text": "d", "label": label}])
+    with pytest.raises(DataError, match=r"^eval\.jsonl: row 2: " + pattern):
+        prepare_data(section(train, eval_path=str(evalf)), tok, "sequence-classification")
 
 
 def test_missing_file_and_bad_classification(tmp_path, tok):

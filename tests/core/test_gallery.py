@@ -456,3 +456,53 @@ def test_cli_export_resize_combine_generate(trained, tmp_path, capsys):
     assert main(["generate", name, "What is the capital of France?", "--max-new-tokens", "4", "--json"]) == 0
     answers = json.loads(capsys.readouterr().out)
     assert set(answers) == {"base", "adapted"}
+
+
+def test_a_resumed_runs_loss_history_has_one_point_per_step(trained, tmp_path):
+    """A run killed after step 3 and resumed from checkpoint-2 logs steps 3.. twice; the
+    gallery keeps the curve a reader sees (the resumed attempt replaces what followed)."""
+    import shutil
+
+    run_dir = tmp_path / "resumed-run"
+    shutil.copytree(trained["lora"].run_dir / "adapter", run_dir / "adapter")
+    events = [{"type": "run_started", "step": 0, "resumed_from": None},
+              *({"type": "step", "step": s, "loss": 10.0 - s} for s in (1, 2, 3)),
+              {"type": "run_started", "step": 2, "resumed_from": str(run_dir / "checkpoints" / "checkpoint-2")},
+              *({"type": "step", "step": s, "loss": 5.0 - s} for s in (3, 4)),
+              {"type": "run_finished", "step": 4, "status": "completed"}]
+    (run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    entry = Gallery().add_run(run_dir, name="resumed run")
+    try:
+        assert entry.loss_history == [9.0, 8.0, 2.0, 1.0]
+    finally:
+        Gallery().delete(entry.name)
+
+
+def test_the_folder_name_is_the_name_whatever_the_record_says(trained):
+    """A rename killed between the folder's rename and its record's update reads consistently."""
+    gallery = Gallery()
+    entry = gallery.add_run(trained["lora-b"].run_dir, name="old name")
+    try:
+        (gallery.root / "old name").rename(gallery.root / "new name")   # the record still says "old name"
+        assert gallery.get("new name").meta["name"] == "new name"
+        assert "old name" not in [e.name for e in gallery.entries()]
+    finally:
+        gallery.delete("new name")
+    assert entry.name == "old name"
+
+
+def test_temporary_folders_of_live_writers_are_neither_listed_nor_swept(trained):
+    import os
+
+    gallery = Gallery()
+    source = _entry(trained["lora"]).path
+    mine = gallery.root / f".in progress.{os.getpid()}.abcdefgh.partial"   # this process: alive
+    import shutil
+
+    shutil.copytree(source, mine)
+    try:
+        names = [e.name for e in gallery.entries()]
+        assert "in progress" not in names and not any(n.startswith(".") for n in names)
+        assert mine.is_dir()
+    finally:
+        shutil.rmtree(mine)

@@ -7,8 +7,6 @@ import json
 import shutil
 import threading
 
-import pytest
-
 from safetensors.torch import load_file
 
 from conftest import DATASETS
@@ -169,3 +167,32 @@ def test_mixed_precision_run_leaves_the_model_in_its_own_precision(tiny_llama, t
         base_dtype_logits = model.get_base_model()(input_ids=ids).logits
     assert logits.dtype == torch.float32
     torch.testing.assert_close(logits, base_dtype_logits)
+
+
+def test_a_nan_failed_run_resumes_from_its_last_good_checkpoint(tiny_llama, tmp_path, monkeypatch):
+    """The failed run keeps checkpoint-2; once the cause is gone, --resume continues from it."""
+    from transformers import TrainerCallback
+
+    from studio.core.variants import get_variant
+
+    class Poison(TrainerCallback):
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 2:
+                for name, param in model.named_parameters():
+                    if "lora_B" in name:
+                        param.data.fill_(float("nan"))
+
+    monkeypatch.setattr(get_variant("lora"), "callbacks", lambda model, opts, ctx: [Poison()])
+    failed = Session(_config(tiny_llama, tmp_path, {"name": "lora", "r": 4}, save_every=2)).run()
+    assert failed.status == "failed" and "NaN" in failed.error
+    monkeypatch.undo()
+    run_dir = failed.run_dir
+    resumed = Session(RunConfig.from_toml(run_dir / "config.toml"), resume_dir=run_dir).run()
+    assert resumed.status == "completed", resumed.error
+    events = list(read_events(run_dir / "events.jsonl"))
+    started = [e for e in events if e["type"] == "run_started"]
+    assert started[-1]["resumed_from"].endswith("checkpoint-2")
+    assert [e["step"] for e in events[events.index(started[-1]):] if e["type"] == "step"] == [3, 4, 5, 6]
+    weights = load_file(str(resumed.adapter_path / "adapter_model.safetensors"))
+    assert all(bool(t.isfinite().all()) for t in weights.values())
+    assert [e["status"] for e in events if e["type"] == "run_finished"] == ["failed", "completed"]

@@ -7,8 +7,10 @@ Every event has `type`, `step` and `time` (seconds since the epoch); DESIGN.md l
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -40,41 +42,122 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
-class EventLog:
-    """Appends events to a JSON-lines file (one line each, flushed) and passes them on."""
+class LogBusy(OSError):
+    """Another process holds this event log (is training this run)."""
 
-    def __init__(self, path: Path, forward: Sink | None = None):
+
+class EventLog:
+    """Appends events to a JSON-lines file (one line each, written at once) and passes them on.
+
+    Crash safety: reopening a log whose last line was torn by a crash (SIGKILL, power loss)
+    cuts the file back to its last complete line, so the log is valid JSON lines again. A write
+    that fails (a full disk) is undone the same way and raises (DiskFullError for a full disk).
+    `exclusive` holds an advisory lock (POSIX flock) while open: a second writer of the same run
+    fails with LogBusy instead of interleaving lines; the lock goes with the process, even killed."""
+
+    def __init__(self, path: Path, forward: Sink | None = None, exclusive: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")
-        if self._file.tell() > 0 and not self.path.read_bytes().endswith(b"\n"):
-            self._file.write("\n")  # a line torn by a crash stays alone; read_events skips it
+        self._file = open(self.path, "a+b", buffering=0)
+        try:
+            if exclusive:
+                _lock(self._file, self.path)
+            drop_torn_tail(self._file.fileno())
+        except BaseException:
+            self._file.close()
+            raise
         self._forward = forward
 
     def __call__(self, event: dict) -> None:
         event = plain(event)
-        self.write(event)
-        if self._forward is not None:
-            self._forward(event)
+        try:
+            self.write(event)
+        finally:   # the sink sees the event even when the disk refused it (a run_finished above all)
+            if self._forward is not None:
+                self._forward(event)
 
     def write(self, event: dict) -> None:
         """Write an already plain event without passing it on (the sink has seen it)."""
-        if not self._file.closed:
-            self._file.write(json.dumps(event, ensure_ascii=False) + "\n")
-            self._file.flush()
+        if self._file.closed:
+            return
+        data = (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
+        fd = self._file.fileno()
+        size = os.fstat(fd).st_size
+        try:
+            self._write_bytes(data)
+        except OSError as e:
+            try:   # no half line stays behind; truncating frees space, so it works on a full disk
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            from ..paths import disk_full_error
+
+            full = disk_full_error(e, self.path)
+            if full is not None:
+                raise full from e
+            raise
+
+    def _write_bytes(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self._file.write(view)
+            if not n:
+                raise OSError(errno.EIO, "short write", str(self.path))
+            view = view[n:]
 
     def close(self) -> None:
         self._file.close()
 
 
+def _lock(file, path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:   # Windows: no advisory lock; one writer per run is then the person's care
+        return
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LogBusy(errno.EAGAIN, "another process is writing this run's event log", str(path)) from None
+    except OSError:   # a filesystem without locks (some network mounts): go on unlocked
+        pass
+
+
+def drop_torn_tail(fd: int) -> int:
+    """Cut the file open as `fd` back to the end of its last complete line; returns its size."""
+    size = os.fstat(fd).st_size
+    if size == 0 or _pread(fd, 1, size - 1) == b"\n":
+        return size
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = _pread(fd, end - start, start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            end = start + cut + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    return end
+
+
+def _pread(fd: int, n: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, offset)
+    os.lseek(fd, offset, os.SEEK_SET)   # Windows
+    return os.read(fd, n)
+
+
 def read_events(path: Path) -> Iterator[dict]:
-    """Events of a run folder's events.jsonl; a line cut short by a crash is skipped."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
+    """Events of a run folder's events.jsonl. A line cut short by a crash is skipped, bytes that
+    are not UTF-8 (a multi-byte character split by a kill) do not stop the reading."""
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.strip()
             if not line:
                 continue
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
+                event = json.loads(line.decode("utf-8", errors="replace"))
+            except ValueError:
                 continue
+            if isinstance(event, dict):
+                yield event

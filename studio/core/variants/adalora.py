@@ -40,6 +40,7 @@ class AdaLora(Variant):
     description = "SVD-shaped adapters whose ranks are reallocated between layers during training by importance."
     paper = "Zhang et al. 2023, AdaLoRA: Adaptive Budget Allocation for Parameter-Efficient Fine-Tuning (arXiv:2303.10512)"
     options_cls = AdaLoraOptions
+    rank_option = "init_r"
 
     def build(self, model, opts, ctx):
         from peft import AdaLoraConfig, get_peft_model

@@ -70,6 +70,9 @@ class Variant:
     description: str = ""
     paper: str = ""            # the paper it follows: authors, year, title (arXiv id)
     options_cls: type = CommonOptions
+    # the option that sets each adapted layer's rank, which must not exceed the layer's smaller
+    # side (None: the rank is not per layer, as VeRA's shared random projections)
+    rank_option: str | None = "r"
     # peft "task_type" names for the two tasks
     TASK_TYPES = {"causal-lm": "CAUSAL_LM", "sequence-classification": "SEQ_CLS"}
 
@@ -136,6 +139,53 @@ class Variant:
                       target_modules=self.target_modules(opts), task_type=self.task_type(ctx))
         kwargs.update(extra)
         return LoraConfig(**kwargs)
+
+
+def build_checked(variant: Variant, model, opts, ctx: BuildContext):
+    """`variant.build`, with the two mistakes only the model can reveal turned into one-line
+    ConfigErrors: target modules that match no layer, and a rank above a layer's size."""
+    from ..errors import ConfigError
+
+    try:
+        peft_model = variant.build(model, opts, ctx)
+    except ValueError as e:
+        if type(e).__name__ != "NoMatchingPeftModuleError" and "Target module" not in str(e):
+            raise
+        names = sorted(linear_layer_names(model))
+        raise ConfigError(f"variant.target_modules: {opts.target_modules!r} matches no layer of this model "
+                          f"(its linear layers: {', '.join(names[:12]) or 'none'}; or all-linear)") from None
+    if variant.rank_option:
+        check_ranks(peft_model, variant.rank_option, getattr(opts, variant.rank_option))
+    return peft_model
+
+
+def linear_layer_names(model) -> set[str]:
+    """Short names of the model's linear layers (q_proj, dense, ...), for target_modules."""
+    import torch
+
+    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and name}
+
+
+def check_ranks(peft_model, option: str, rank: int) -> None:
+    """A rank above min(in, out) of an adapted layer adds parameters and no expressive power."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from ..errors import ConfigError
+
+    smallest = None
+    for name, module in peft_model.named_modules():
+        if not isinstance(module, BaseTunerLayer):
+            continue
+        dims = (getattr(module, "in_features", None), getattr(module, "out_features", None))
+        if not all(isinstance(d, int) and d > 0 for d in dims):
+            continue
+        if smallest is None or min(dims) < min(smallest[1]):
+            smallest = (name.removeprefix("base_model.model."), dims)
+    if smallest is not None and rank > min(smallest[1]):
+        layer, (fan_in, fan_out) = smallest
+        raise ConfigError(f"variant.{option}: expected at most {min(smallest[1])} for this model ({layer} maps "
+                          f"{fan_in} to {fan_out} features), got {rank}")
 
 
 def register(variant: Variant) -> Variant:

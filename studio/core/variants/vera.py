@@ -23,6 +23,7 @@ class Vera(Variant):
     description = "Frozen random A and B shared by all layers; only two scaling vectors per layer train."
     paper = "Kopiczko et al. 2024, VeRA: Vector-based Random Matrix Adaptation (arXiv:2310.11454)"
     options_cls = VeraOptions
+    rank_option = None   # r is the width of the shared random projections, not a per-layer rank
 
     def build(self, model, opts, ctx):
         from peft import VeraConfig, get_peft_model
