@@ -129,13 +129,13 @@ def test_adalora_resume_keeps_its_rank_allocation(tiny_llama, tmp_path):
         tiny_llama, tmp_path, {"name": "adalora", "init_r": 6, "target_r": 2, "tinit": 1, "tfinal": 2})
 
 
-def test_a_nan_loss_fails_the_run_and_saves_no_adapter(tiny_llama, tmp_path, monkeypatch, recorder):
-    """A diverged run must not report 'completed' or ship NaN weights as its adapter."""
+def poison_lora_b_after_step_2(monkeypatch) -> None:
+    """What a far too high learning rate does, made certain: LoRA's B turns NaN after step 2."""
     from transformers import TrainerCallback
 
     from studio.core.variants import get_variant
 
-    class Poison(TrainerCallback):  # what a far too high learning rate does, made certain
+    class Poison(TrainerCallback):
         def on_optimizer_step(self, args, state, control, model=None, **kwargs):
             if state.global_step == 2:
                 for name, param in model.named_parameters():
@@ -143,6 +143,11 @@ def test_a_nan_loss_fails_the_run_and_saves_no_adapter(tiny_llama, tmp_path, mon
                         param.data.fill_(float("nan"))
 
     monkeypatch.setattr(get_variant("lora"), "callbacks", lambda model, opts, ctx: [Poison()])
+
+
+def test_a_nan_loss_fails_the_run_and_saves_no_adapter(tiny_llama, tmp_path, monkeypatch, recorder):
+    """A diverged run must not report 'completed' or ship NaN weights as its adapter."""
+    poison_lora_b_after_step_2(monkeypatch)
     result = Session(_config(tiny_llama, tmp_path, {"name": "lora", "r": 4}, save_every=2)).run(sink=recorder)
     assert result.status == "failed" and result.exit_code == 1
     assert "NaN or infinite at step 4" in result.error  # poisoned after step 3
@@ -171,18 +176,7 @@ def test_mixed_precision_run_leaves_the_model_in_its_own_precision(tiny_llama, t
 
 def test_a_nan_failed_run_resumes_from_its_last_good_checkpoint(tiny_llama, tmp_path, monkeypatch):
     """The failed run keeps checkpoint-2; once the cause is gone, --resume continues from it."""
-    from transformers import TrainerCallback
-
-    from studio.core.variants import get_variant
-
-    class Poison(TrainerCallback):
-        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
-            if state.global_step == 2:
-                for name, param in model.named_parameters():
-                    if "lora_B" in name:
-                        param.data.fill_(float("nan"))
-
-    monkeypatch.setattr(get_variant("lora"), "callbacks", lambda model, opts, ctx: [Poison()])
+    poison_lora_b_after_step_2(monkeypatch)
     failed = Session(_config(tiny_llama, tmp_path, {"name": "lora", "r": 4}, save_every=2)).run()
     assert failed.status == "failed" and "NaN" in failed.error
     monkeypatch.undo()
