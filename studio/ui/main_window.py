@@ -388,7 +388,7 @@ class MainWindow(QMainWindow):
         self._update_actions(valid=not errors and not busy)
         return not errors
 
-    def _mark_cross_field_error(self, text: str) -> None:
+    def _mark_cross_field_error(self, text: str, reveal: bool = False) -> None:
         """A whole-config error names its field as section.key: put it next to that field."""
         forms = {"variant": self.variant_panel.form, "train": self.training_panel.train,
                  "telemetry": self.training_panel.telemetry, "data": self.data_panel.options,
@@ -399,6 +399,8 @@ class MainWindow(QMainWindow):
             form = forms.get(section)
             if form is not None and key in form.editors:
                 form.set_external_error(key, text.split(":", 1)[1].strip())
+                if reveal:   # scroll the set-up column to the field at fault
+                    self.setup_scroll.ensureWidgetVisible(form.error_labels.get(key, form.editors[key]))
 
     def _place_run_error(self, error: str) -> None:
         """A run that failed on its input also shows the reason next to what caused it: the model
@@ -410,7 +412,7 @@ class MainWindow(QMainWindow):
         elif field and field.group(1) in ("data.path", "data.eval_path"):
             self.data_panel.show_file_error(error)
         elif field and field.group(1) != "train.output_dir":   # a folder problem is not the field's
-            self._mark_cross_field_error(error)
+            self._mark_cross_field_error(error, reveal=True)
         elif config is not None:
             # a data error starts with the file (a Windows path has a colon of its own)
             files = [config.data.path, Path(config.data.path).name]
