@@ -9,6 +9,10 @@ Run from anywhere; it rewrites the files next to itself and is deterministic (fi
   classification_sample.csv    400 short product reviews, text,label with positive / negative / neutral
   alpaca_sample.jsonl          120 instruction / input / output rows (Alpaca format)
   text_sample.txt              200 lines of plain text (for the "text" format and packing)
+  chat_long_sample.jsonl       200 conversations of very different lengths (~40 to ~1,000 tokens): one to
+                               eight turns, short answers and worked explanations, passages pasted in to be
+                               summarised; the length spread of real chat data (for padding-free batches
+                               and the speed benchmark, tests/bench/bench_speed.py)
 
 The answers follow fixed patterns on purpose: a 135M-parameter model picks them up in a few
 hundred steps, so a short run visibly changes what it says.
@@ -154,6 +158,73 @@ def text_lines(rng: random.Random, n: int = 200) -> list[str]:
     return lines
 
 
+WORKED = {
+    "units": ["First write down the factor: one {src} is {f} {dst}.", "Then multiply the amount by that factor.",
+              "{a} times {f} gives {r}.", "So the answer is {r} {dst}.",
+              "A quick check: a larger unit always gives a larger number of the smaller unit."],
+    "arith": ["Let us work it out step by step.", "Start with {a}.", "Apply the operation to {b}.",
+              "That gives {r}.", "You can check it by reversing the operation.", "The result is {r}."],
+}
+PASSAGE = ["The river rises in the hills and flows north for two hundred kilometres.",
+           "Farmers along its banks grow wheat, barley and apples.", "In spring the snow melts and the water rises.",
+           "A stone bridge built four centuries ago still carries traffic across it.",
+           "The town at its mouth has a small harbour and a market every Saturday.",
+           "Visitors come in summer to walk the old towpath and watch the boats.",
+           "The local museum keeps maps that show how the river has moved over time.",
+           "Floods were common until a dam was finished upstream in the last century.",
+           "Today the valley is known for its cider and its quiet villages.",
+           "Birdwatchers count herons, kingfishers and, in winter, large flocks of geese."]
+
+
+def _long_answer(rng: random.Random) -> tuple[str, str]:
+    """A question with a worked, several-sentence answer (or a plain one)."""
+    q, a = _qa(rng)
+    kind = "units" if " is " in a and any(u[0] in q for u in UNITS) else "arith" if "=" in a else "define"
+    if "capital" in q:
+        extra = ["A capital is the city where a country's government meets.",
+                 "It is often, but not always, the largest city.", "Many embassies are found there.",
+                 "Ask me about another country if you like."]
+        return q, " ".join([a] + extra[: rng.randint(1, len(extra))])
+    if kind == "define":
+        extra = ["Put simply, that is the whole idea.",
+                 "People often meet this idea at school and again in everyday life.",
+                 "A simple example makes it easier to remember.", "Ask me if you would like another example."]
+        return q, " ".join([a] + extra[: rng.randint(1, len(extra))])
+    src, dst, f = next(((s_, d_, f_) for s_, d_, f_ in UNITS if s_ in q and d_ in q), ("unit", "unit", 1))
+    nums = [int(t) if t.isdigit() else t for t in q.replace("?", " ").replace(".", " ").split()]
+    numbers = [n for n in nums if isinstance(n, int)]
+    a_num = numbers[0] if numbers else 2
+    b_num = numbers[1] if len(numbers) > 1 else 2
+    steps = [t.format(src=src, dst=dst, f=_number(f), a=a_num, b=b_num, r=a.split()[-1].rstrip("."))
+             for t in WORKED[kind]]
+    return q, " ".join(steps[: rng.randint(2, len(steps))] + [a])
+
+
+def chat_long_rows(rng: random.Random, n: int = 200) -> list[dict]:
+    rows = []
+    for i in range(n):
+        messages = []
+        if rng.random() < 0.3:
+            messages.append({"role": "system", "content": rng.choice(SYSTEM_PROMPTS)})
+        turns = min(1 + int(rng.expovariate(0.45)), 8)   # most chats are short, a few run long
+        for _ in range(turns):
+            roll = rng.random()
+            if roll < 0.15:   # a pasted passage, a one-sentence summary
+                k = rng.randint(3, len(PASSAGE))
+                text = " ".join(rng.sample(PASSAGE, k))
+                messages += [{"role": "user", "content": f"Summarise this in one sentence:\n\n{text}"},
+                             {"role": "assistant", "content": "It describes a river valley, its farms, its town "
+                                                              "and the people who visit it."}]
+            elif roll < 0.55:
+                q, a = _long_answer(rng)
+                messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            else:
+                q, a = _qa(rng)
+                messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        rows.append({"messages": messages})
+    return rows
+
+
 def main() -> None:
     rng = random.Random(1234)
     with open(HERE / "chat_sample.jsonl", "w", encoding="utf-8", newline="\n") as f:
@@ -167,7 +238,11 @@ def main() -> None:
         for row in alpaca_rows(rng):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     (HERE / "text_sample.txt").write_text("\n".join(text_lines(rng)) + "\n", encoding="utf-8")
-    for name in ("chat_sample.jsonl", "classification_sample.csv", "alpaca_sample.jsonl", "text_sample.txt"):
+    with open(HERE / "chat_long_sample.jsonl", "w", encoding="utf-8", newline="\n") as f:
+        for row in chat_long_rows(random.Random(4321)):   # its own seed: the files above stay as they were
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    for name in ("chat_sample.jsonl", "classification_sample.csv", "alpaca_sample.jsonl", "text_sample.txt",
+                 "chat_long_sample.jsonl"):
         print(f"{name}: {(HERE / name).stat().st_size} bytes")
 
 

@@ -42,6 +42,8 @@ class DataSection:
     text_column: str = option("", "Classification: the text column (auto: text, sentence, ...)")
     label_column: str = option("", "Classification: the label column (auto: label, labels, ...)")
     pack: bool = option(True, "Plain text: concatenate and cut into max_seq_len blocks")
+    padding_free: bool = option(True, "Chat and instruction data: a batch's examples share rows with no padding, "
+                                      "each attending only to itself (used when the model supports it)")
 
 
 @dataclass
@@ -59,6 +61,8 @@ class TrainSection:
     weight_decay: float = option(0.0, "AdamW weight decay", min=0.0, max=1.0)
     max_grad_norm: float = option(1.0, "Gradient clipping (0 = off)", min=0.0)
     gradient_checkpointing: bool = option(False, "Trade compute for memory on long sequences")
+    label_logits_only: bool = option(True, "Compute the vocabulary-wide output layer only where a token has a "
+                                           "label (prompts and padding skip it); the loss is the same")
     save_every: int = option(50, "Checkpoint every N optimizer steps (0 = none; a stop still saves one)", min=0)
     eval_every: int = option(50, "Evaluate every N optimizer steps (0 = never)", min=0)
     # numpy's seeds stop at 2**32 (a larger one fails when the run starts); the window's spin box at 2**31

@@ -129,9 +129,12 @@ def planned_steps(n_train: int, batch_size: int, grad_accum: int, epochs: float,
     return max(math.ceil(epochs * per_epoch), 1)
 
 
-def training_arguments(cfg: RunConfig, run_dir: Path, device, precision: str, has_eval: bool):
+def training_arguments(cfg: RunConfig, run_dir: Path, device, precision: str, has_eval: bool,
+                       padding_free: bool = False):
     """The Trainer's arguments for a run config. Logging every step feeds the live charts;
-    the Trainer's own printing and reporting are off (events are the report)."""
+    the Trainer's own printing and reporting are off (events are the report). Padding-free
+    batches have no attention_mask to count real tokens by; their few pad tokens (a row's tail)
+    are counted with the rest."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -159,7 +162,7 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device, precision: str, ha
         use_cpu=device.type == "cpu",
         bf16=precision == "bf16", fp16=precision == "fp16",
         report_to=[], disable_tqdm=True, remove_unused_columns=False,
-        include_num_input_tokens_seen="non_padding",
+        include_num_input_tokens_seen="all" if padding_free else "non_padding",
         dataloader_num_workers=0,
         label_names=["labels"],
     )
@@ -273,8 +276,9 @@ class Session:
     is a `run_finished` event with status `failed` and one readable sentence."""
 
     def __init__(self, config: RunConfig, *, resume_dir: str | Path | None = None,
-                 control: RunControl | None = None):
+                 control: RunControl | None = None, callbacks: list | None = None):
         self.config = config
+        self.extra_callbacks = list(callbacks or [])   # more TrainerCallbacks (benchmarks, launchers)
         self.resume_dir = Path(resume_dir) if resume_dir else None
         self.control = control or RunControl()
         self.run_dir: Path | None = None
@@ -493,6 +497,7 @@ class Session:
                           trust_remote_code=cfg.model.trust_remote_code, pad_token_id=self.tokenizer.pad_token_id)
         base.to(device)
         self._check_cancelled()
+        fast = self._pick_batch_layout(base, data, device)
 
         total = planned_steps(len(data.train), cfg.train.batch_size, cfg.train.grad_accum, cfg.train.epochs,
                               cfg.train.max_steps)
@@ -524,9 +529,10 @@ class Session:
                    total_params=int(total_params), adapted_layers=adapted_layers(model), device=str(device),
                    precision=precision, total_steps=total, train_examples=len(data.train),
                    eval_examples=len(data.eval) if data.eval is not None else 0, data_format=data.format,
-                   resumed_from=str(checkpoint) if checkpoint else None, run_dir=str(self.run_dir))
+                   resumed_from=str(checkpoint) if checkpoint else None, run_dir=str(self.run_dir), **fast)
 
-        args = training_arguments(cfg, self.run_dir, device, precision, has_eval=data.eval is not None)
+        args = training_arguments(cfg, self.run_dir, device, precision, has_eval=data.eval is not None,
+                                  padding_free=fast.get("padding_free", False))
         optimizer = variant.make_optimizer(model, opts, ctx)
         event_callback = _event_callback(self, variant, opts)
         self.telemetry = Telemetry(model, variant, opts, emit=lambda ev: self._emit(ev.pop("type"), **ev),
@@ -534,7 +540,7 @@ class Session:
                                    budget=cfg.telemetry.budget / 100)
         # telemetry last: it sees each step after the variant's own callbacks (AdaLoRA's allocation)
         callbacks = ([event_callback] + list(variant.callbacks(model, opts, ctx))
-                     + [make_telemetry_callback(self.telemetry)])
+                     + [make_telemetry_callback(self.telemetry)] + self.extra_callbacks)
         trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                           data_collator=data.collator, callbacks=callbacks,
                           optimizers=(optimizer, None),
@@ -583,6 +589,39 @@ class Session:
         return status, self._save_adapter(model, variant, opts, resolved)
 
     # -- pieces ------------------------------------------------------------------------------
+
+    def _pick_batch_layout(self, base, data, device) -> dict:
+        """Padding-free rows and label-only logits for a causal LM, where the model computes them
+        exactly (fastpath.probe); the collator is set before any variant sees a batch."""
+        cfg = self.config
+        collator = data.collator
+        if cfg.model.task != "causal-lm" or not hasattr(collator, "padding_free"):
+            return {}
+        from .fastpath import probe, use_packed_attention
+
+        wanted_pf = bool(cfg.data.padding_free)
+        wanted_ll = bool(cfg.train.label_logits_only)
+        previous = use_packed_attention(base) if wanted_pf else None
+        segments = previous is not None
+        if wanted_pf or wanted_ll:
+            wanted_pf, wanted_ll, notes = probe(base, device, padding_free=wanted_pf, label_logits=wanted_ll,
+                                                segments=segments)
+            for note in notes:
+                self._progress(f"note: {note}")
+        if previous is not None and not wanted_pf:
+            base.set_attn_implementation(previous)
+            segments = False
+        collator.segments = segments
+        collator.padding_free, collator.label_logits_only = wanted_pf, wanted_ll
+        hidden = getattr(base.config, "hidden_size", None)
+        if isinstance(hidden, int) and hidden > 0:
+            collator.attention_tokens = 6 * hidden   # how rows of packed examples are priced (data.pack_rows)
+        layout = [("padding-free rows, attention per example" if segments else "padding-free rows") if wanted_pf
+                  else "padded to the longest example"]
+        if wanted_ll:
+            layout.append("output layer on labelled positions only")
+        self._progress("batches: " + ", ".join(layout))
+        return {"padding_free": wanted_pf, "label_logits_only": wanted_ll}
 
     def _check_cancelled(self) -> None:
         """Preparation (a GGUF conversion, tokenization, loading) runs before any folder exists;

@@ -75,7 +75,8 @@ def test_smollm2_chat_lora_from_the_cli(tmp_path, capsys):
     merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged")).eval()
     with torch.no_grad():
         got = merged(**ids).logits
-    assert (got - after).abs().max().item() <= 1e-4
+    # float32 rounding of W + BA over 30 blocks, relative to the logits' scale (~20 here)
+    assert (got - after).abs().max().item() <= 1e-5 * after.abs().max().item()
     assert AutoTokenizer.from_pretrained(str(tmp_path / "merged")).chat_template
 
 
