@@ -86,6 +86,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tables import table as _table   # tests/bench/tables.py (the script's folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 for _key, _value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"),
@@ -735,20 +737,6 @@ def make_long_chat(path: Path, n: int = 160, seed: int = 0) -> Path:
 
 # -- output ---------------------------------------------------------------------------------------
 
-def table(title: str, headers: list[str], rows: list[list], note: str = "") -> None:
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))
-    print(line)
-    print("-" * len(line))
-    for r in cells:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    if note:
-        print(note)
-    sys.stdout.flush()
-
-
 def _cell(v) -> str:
     if v is None:
         return "-"
@@ -756,6 +744,10 @@ def _cell(v) -> str:
         return _num(v)
     return str(v)
 
+
+
+def table(title: str, headers: list[str], rows: list[list], note: str = "") -> None:
+    _table(title, headers, rows, note, cell=_cell)
 
 def section(title: str) -> None:
     print("\n" + "=" * 100 + f"\n{title}\n" + "=" * 100)

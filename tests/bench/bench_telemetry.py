@@ -67,6 +67,7 @@ transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()   # "Loading weights" bars
 
 from studio.core.telemetry.monitor import Telemetry  # noqa: E402
+from tables import table as _table  # noqa: E402  (tests/bench/tables.py)
 from studio.core.telemetry.spectra import (dense_svdvals, gram_root, gram_svdvals, lowrank_svdvals,  # noqa: E402
                                            qr_r)
 
@@ -75,20 +76,6 @@ VARIANTS = ("lora", "vera", "lora-fa", "adalora", "dora", "delta-lora")
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-def table(title: str, headers: list[str], rows: list[list], note: str = "") -> None:
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))
-    print(line)
-    print("-" * len(line))
-    for r in cells:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    if note:
-        print(note)
-    sys.stdout.flush()
-
 
 def _cell(v) -> str:
     if v is None:
@@ -103,6 +90,10 @@ def _cell(v) -> str:
         return f"{v:.3g}" if abs(v) < 1 else f"{v:.3g}"
     return str(v)
 
+
+
+def table(title: str, headers: list[str], rows: list[list], note: str = "") -> None:
+    _table(title, headers, rows, note, cell=_cell)
 
 def times(fn, repeats: int, warmup: int = 0) -> list[float]:
     for _ in range(warmup):
