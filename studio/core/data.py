@@ -494,6 +494,8 @@ def pack_rows(lengths: list[int], items: list, width: int | None = None,
     if width is not None:
         return _first_fit(lengths, items, max(width, longest))
     attention = attention_tokens or ATTENTION_TOKENS
+    if math.isinf(attention):   # attention free (run per example): one row, no padding, no search
+        return [[items[i] for i in sorted(range(len(items)), key=lambda i: -lengths[i])]]
     best, best_cost = None, None
     for w in sorted({max(longest, -(-total // k)) for k in range(1, len(items) + 1)}):
         rows, used = _first_fit_rows(lengths, w)
