@@ -4,6 +4,7 @@
     lora-studio CONFIG.toml | RUN_FOLDER                           open the window with a config or a past run
     lora-studio train CONFIG.toml [--set section.key=value ...]   train; prints the run folder
     lora-studio train --resume RUN_FOLDER                          continue from its last checkpoint
+    lora-studio launch CONFIG.toml --processes N [--cpu]           train on N processes (accelerate, DDP)
     lora-studio variants [--options]                               the variants and their options
     lora-studio gallery|export|combine|resize|generate ...         finished adapters (see cli_gallery.py)
 
@@ -152,8 +153,13 @@ def _hms(seconds: float) -> str:
 
 def cmd_train(args) -> int:
     from studio.core.config import RunConfig
+    from studio.core.distributed import LOST_PEER, world
     from studio.core.errors import StudioError
     from studio.core.training import RunControl, Session
+
+    # Under `accelerate launch` every process runs this; the main one speaks for the run, the
+    # others only for a failure of their own.
+    main_process = world().is_main
 
     try:
         if args.resume and args.config:
@@ -191,18 +197,33 @@ def cmd_train(args) -> int:
     def on_sigint(signum, frame):
         interrupts["n"] += 1
         if interrupts["n"] == 1:
-            print("\nstopping after this step (the adapter will be saved); Ctrl-C again to abort",
-                  file=sys.stderr)
+            if main_process:
+                print("\nstopping after this step (the adapter will be saved); Ctrl-C again to abort",
+                      file=sys.stderr)
             control.stop()
         else:
             raise KeyboardInterrupt
 
+    def on_sigterm(signum, frame):
+        # the launcher passes a Ctrl-C (or a cluster's time limit) on as SIGTERM, and waits for the
+        # processes to end before it kills them: stop after this step, as every process will
+        interrupts["n"] = max(interrupts["n"], 1)
+        control.stop()
+
     previous = signal.signal(signal.SIGINT, on_sigint)
+    previous_term = signal.signal(signal.SIGTERM, on_sigterm) if world().distributed else None
     try:
         session = Session(config, resume_dir=run_dir, control=control)
         result = session.run(sink=ProgressSink(json_lines=args.json))
     finally:
         signal.signal(signal.SIGINT, previous)
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+    if not main_process:
+        # bad input is the same in every process, and a lost peer reports its own failure
+        if result.error and result.exit_code == 1 and result.error != LOST_PEER:
+            _err(f"process {world().rank}: {result.error}")
+        return result.exit_code
     if result.error:
         _err(result.error)
     if result.run_dir is not None:
@@ -238,7 +259,7 @@ def cmd_variants(args) -> int:
 def cmd_gui(args) -> int:
     from studio.ui.app import main as gui_main
 
-    return gui_main(args.path)
+    return gui_main(args.path, screenshot=args.screenshot, screenshot_delay=args.screenshot_delay)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     gui = sub.add_parser("gui", help="open the window (the default with no command)")
     gui.add_argument("path", nargs="?", help="a run config (.toml) or a run folder to open")
+    gui.add_argument("--screenshot", metavar="FILE.png",
+                     help="save a picture of the window once it has painted, then quit (works offscreen)")
+    gui.add_argument("--screenshot-delay", type=float, default=1.0, metavar="SECONDS",
+                     help="how long the window runs before the picture is taken (default 1)")
     gui.set_defaults(func=cmd_gui)
 
     train = sub.add_parser("train", help="train an adapter from a run config (TOML)")
@@ -265,12 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
     variants.set_defaults(func=cmd_variants)
 
     from studio.cli_gallery import add_commands
+    from studio.cli_launch import add_command as add_launch
 
+    add_launch(sub)
     add_commands(sub)
+    from studio.cli_info import add_command as add_info_command
+
+    add_info_command(sub)
     return parser
 
 
-COMMANDS = ("train", "variants", "gui") + GALLERY_COMMANDS
+COMMANDS = ("train", "launch", "variants", "gui", "info") + GALLERY_COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return gui_main(argv[0] if argv else None)
     parser = build_parser()
+    extra: list[str] = []
+    if argv[0] == "launch" and "--" in argv:   # the rest is for accelerate launch, as it is
+        argv, extra = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = parser.parse_args(argv)
+    if extra:
+        args.accelerate_args = extra
     if args.command is None:
         parser.print_help()
         return 0

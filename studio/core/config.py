@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .options import coerce, option, shown
+from .resources import resource_dir
 
 
 @dataclass
@@ -208,8 +209,9 @@ class RunConfig:
 
 def find_file(path: str, config_source: str = "") -> str:
     """Where a relative path in a config points: the current folder first, then the config
-    file's folder, then the studio's own checkout (for resources/...). Returns an absolute path
-    when found, the path unchanged otherwise (the loader then says it is missing)."""
+    file's folder, then the studio's own resources (`resources/datasets/...` is found in a
+    checkout, an installed wheel and a frozen app alike). Returns an absolute path when found,
+    the path unchanged otherwise (the loader then says it is missing)."""
     try:
         p = Path(path).expanduser()
     except RuntimeError:  # "~someone/..." for a user this machine does not have: the loader says it is missing
@@ -219,7 +221,8 @@ def find_file(path: str, config_source: str = "") -> str:
     candidates = [Path.cwd() / p]
     if config_source and Path(config_source).is_file():
         candidates.append(Path(config_source).resolve().parent / p)
-    candidates.append(Path(__file__).resolve().parents[2] / p)
+    if len(p.parts) > 1 and p.parts[0] == "resources":
+        candidates.append(resource_dir().joinpath(*p.parts[1:]))
     for c in candidates:
         if c.exists():
             return str(c.resolve())

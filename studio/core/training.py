@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from . import distributed
 from .config import RunConfig, resolved_paths
 from .errors import ConfigError, StudioError, TrainingError
 from .paths import DiskFullError, atomic_dir, disk_full_error, fsync_file, sweep_stale, write_text_atomic
@@ -130,17 +131,20 @@ def planned_steps(n_train: int, batch_size: int, grad_accum: int, epochs: float,
 
 
 def training_arguments(cfg: RunConfig, run_dir: Path, device, precision: str, has_eval: bool,
-                       padding_free: bool = False):
+                       padding_free: bool = False, world: distributed.World | None = None):
     """The Trainer's arguments for a run config. Logging every step feeds the live charts;
     the Trainer's own printing and reporting are off (events are the report). Padding-free
     batches have no attention_mask to count real tokens by; their few pad tokens (a row's tail)
-    are counted with the rest."""
+    are counted with the rest. On several processes (distributed.py) each takes its share of
+    train.batch_size."""
     from transformers import TrainingArguments
 
+    world = world or distributed.World()
+    batch = distributed.per_process_batch(cfg.train.batch_size, world)
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
-        per_device_train_batch_size=cfg.train.batch_size,
-        per_device_eval_batch_size=cfg.train.batch_size,
+        per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch,
         gradient_accumulation_steps=cfg.train.grad_accum,
         num_train_epochs=cfg.train.epochs,
         max_steps=cfg.train.max_steps if cfg.train.max_steps > 0 else -1,
@@ -165,6 +169,13 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device, precision: str, ha
         include_num_input_tokens_seen="all" if padding_free else "non_padding",
         dataloader_num_workers=0,
         label_names=["labels"],
+        # every trainable parameter of every variant takes part in each forward (DDP then skips
+        # its search for unused ones, a walk of the autograd graph per step)
+        ddp_find_unused_parameters=False,
+        # several processes: a causal LM's loss is summed over label tokens and divided by the
+        # count of all processes (the Trainer then multiplies by their number, as DDP averages);
+        # a classifier's loss is a mean that ignores that count, so it must not be multiplied
+        average_tokens_across_devices=cfg.model.task == "causal-lm",
     )
 
 
@@ -291,6 +302,7 @@ class Session:
         self._timing: dict = {}   # train_s, telemetry_s (during training), final_telemetry_s
         self.telemetry = None
         self._paused_s = 0.0
+        self.world = distributed.world()   # one process, or one of several (accelerate launch)
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -304,7 +316,7 @@ class Session:
             self.config = resolved_paths(self.config)
             status, adapter = self._train()
             exit_code = 0
-            if adapter is not None and self.config.train.gallery:
+            if adapter is not None and self.config.train.gallery and self.world.is_main:
                 self._add_to_gallery(status)
         except _StoppedBeforeStart:
             status, exit_code = "stopped", 0
@@ -319,16 +331,19 @@ class Session:
         except Exception as e:  # a bug or a library failure: one line for people, the trace in the folder
             full = self._as_disk_full(e)
             oom = _out_of_memory_in(e)
-            if full is not None:
+            if not self.world.is_main and distributed.lost_peer(e):
+                error, exit_code = distributed.LOST_PEER, 1   # the failed process says why
+            elif full is not None:
                 error = str(full)
             elif oom is not None:
                 error = oom
             else:
                 error = _one_line(e)
                 if self.run_dir is not None:
+                    name = "error.log" if self.world.is_main else f"error-process{self.world.rank}.log"
                     try:
-                        (self.run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-                        error += f" (details in {self.run_dir / 'error.log'})"
+                        (self.run_dir / name).write_text(traceback.format_exc(), encoding="utf-8")
+                        error += f" (details in {self.run_dir / name})"
                     except OSError:  # the disk that failed the run may fail this too
                         pass
         finally:
@@ -387,7 +402,37 @@ class Session:
 
     def _open_run_folder(self) -> None:
         """Make (or reopen, when resuming) the run folder and start its event log with the events
-        reported so far."""
+        reported so far. On several processes the main one does it and tells the others where
+        the folder is, or that it could not be made (then every process ends with its error)."""
+        if not self.world.distributed:
+            self._make_run_folder()
+            return
+
+        def make():
+            if self.world.is_main:
+                self._make_run_folder()
+
+        self._main_first(make)
+        self.run_dir = Path(distributed.share(str(self.run_dir) if self.world.is_main else None, self.world))
+
+    def _main_first(self, fn):
+        """fn() in the main process, then in the others, unless it failed in the main one: then
+        every process ends with the main one's error (which it prints)."""
+        w = self.world
+        if w.is_main:
+            try:
+                value = fn()
+            except StudioError as e:
+                distributed.share(("error", str(e), e.exit_code), w)
+                raise
+            distributed.share(("ok",), w)
+            return value
+        outcome = distributed.share(None, w)
+        if outcome[0] == "error":
+            raise _MainProcessFailed(outcome[1], outcome[2])
+        return fn()
+
+    def _make_run_folder(self) -> None:
         cfg = self.config
         fresh = None
         try:
@@ -436,6 +481,8 @@ class Session:
             self._metrics["loss"] = payload["loss"]
         elif type == "eval":
             self._metrics.update(payload)
+        if not self.world.is_main:   # the main process reports the run
+            return
         if self._log is not None:
             self._log(event)
             return
@@ -462,7 +509,7 @@ class Session:
                 raise ConfigError(f"{self.resume_dir}: not a run folder (no config.toml)")
             from . import runlock
 
-            pid = runlock.holder(self.resume_dir)
+            pid = runlock.holder(self.resume_dir) if self.world.is_main else None
             if pid is not None:   # besides the lock on the event log, which not every filesystem has
                 raise ConfigError(f"{self.resume_dir}: this run is still running in process {pid} "
                                   f"(if it is not, delete {self.resume_dir / runlock.LOCK})")
@@ -476,8 +523,25 @@ class Session:
         precision = pick_precision(cfg.train.precision, device)
         variant = get_variant(cfg.variant_name)
         opts = cfg.variant_options()
-
-        resolved = resolve_source(cfg.model.source, cfg.model.trust_remote_code, progress=self._progress)
+        w = self.world
+        if w.distributed:
+            distributed.per_process_batch(cfg.train.batch_size, w)   # bad input: before anything is loaded
+            distributed.check_variant(cfg.variant_name, w)
+            state = distributed.start(w, use_cpu=device.type == "cpu")
+            if device.type == "cuda":
+                device = state.device   # this process's own GPU (cuda:LOCAL_RANK)
+                torch.cuda.set_device(device)
+            # the run config decides the precision, whatever the launcher was told
+            os.environ["ACCELERATE_MIXED_PRECISION"] = {"bf16": "bf16", "fp16": "fp16"}.get(precision, "no")
+            self._progress(f"{w.size} processes ({w.mode}), {distributed.per_process_batch(cfg.train.batch_size, w)} "
+                           f"of the {cfg.train.batch_size} examples of a step each")
+            if w.sharded:
+                self._progress("note: telemetry is off: the adapter weights are sharded across processes")
+            # the main process converts a GGUF (or downloads) first; the others then find it cached
+            resolved = self._main_first(lambda: resolve_source(cfg.model.source, cfg.model.trust_remote_code,
+                                                               progress=self._progress))
+        else:
+            resolved = resolve_source(cfg.model.source, cfg.model.trust_remote_code, progress=self._progress)
         self._check_cancelled()
         self.tokenizer = load_tokenizer(resolved, cfg.model.trust_remote_code)
         self._progress("reading the dataset")
@@ -512,10 +576,10 @@ class Session:
         model = build_checked(variant, base, opts, ctx)   # a target or rank the model refutes: ConfigError
         model.to(device)
         self.model = model
-        if self.control.stop_requested and self.resume_dir is None:
-            raise _StoppedBeforeStart()
+        self._check_cancelled()
         self._open_run_folder()
-        write_text_atomic(self.run_dir / STATE_JSON, json.dumps(ctx.state, indent=1))
+        if w.is_main:
+            write_text_atomic(self.run_dir / STATE_JSON, json.dumps(ctx.state, indent=1))
 
         checkpoint = last_checkpoint(self.run_dir) if self.resume_dir else None
         if self.resume_dir is not None and checkpoint is None:
@@ -529,34 +593,45 @@ class Session:
                    total_params=int(total_params), adapted_layers=adapted_layers(model), device=str(device),
                    precision=precision, total_steps=total, train_examples=len(data.train),
                    eval_examples=len(data.eval) if data.eval is not None else 0, data_format=data.format,
-                   resumed_from=str(checkpoint) if checkpoint else None, run_dir=str(self.run_dir), **fast)
+                   resumed_from=str(checkpoint) if checkpoint else None, run_dir=str(self.run_dir),
+                   processes=w.size, launch=w.mode, **fast)
 
         args = training_arguments(cfg, self.run_dir, device, precision, has_eval=data.eval is not None,
-                                  padding_free=fast.get("padding_free", False))
-        optimizer = variant.make_optimizer(model, opts, ctx)
+                                  padding_free=fast.get("padding_free", False), world=w)
+        # FSDP and DeepSpeed wrap the model before the optimizer may see its parameters: there
+        # the Trainer asks for the variant's optimizer itself (create_optimizer), after wrapping
+        late_optimizer = w.mode in ("fsdp", "deepspeed")
+        optimizer = None if late_optimizer else variant.make_optimizer(model, opts, ctx)
         event_callback = _event_callback(self, variant, opts)
         self.telemetry = Telemetry(model, variant, opts, emit=lambda ev: self._emit(ev.pop("type"), **ev),
                                    every=cfg.telemetry.every, dense_every=cfg.telemetry.dense_every,
                                    budget=cfg.telemetry.budget / 100)
-        # telemetry last: it sees each step after the variant's own callbacks (AdaLoRA's allocation)
+        # telemetry last: it sees each step after the variant's own callbacks (AdaLoRA's allocation).
+        # It measures in the main process only (the others hold the same weights), and not at all
+        # when the weights are sharded (FSDP): no process then holds a whole adapter.
+        measure = w.is_main and not w.sharded
         callbacks = ([event_callback] + list(variant.callbacks(model, opts, ctx))
-                     + [make_telemetry_callback(self.telemetry)] + self.extra_callbacks)
-        trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                     + ([make_telemetry_callback(self.telemetry)] if measure else []) + self.extra_callbacks)
+        trainer_cls = _trainer_making_optimizer(variant, opts, ctx) if late_optimizer else Trainer
+        trainer = trainer_cls(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                           data_collator=data.collator, callbacks=callbacks,
                           optimizers=(optimizer, None),
                           compute_metrics=_accuracy if cfg.model.task == "sequence-classification" else None)
+        if w.distributed and args.average_tokens_across_devices and trainer.model_accepts_loss_kwargs:
+            variant.scale_loss_terms(model, opts, w.size)
         # our sink reports progress; the Trainer's own printer would write dicts to stdout
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
 
-        if self.control.stop_requested:
+        if self.control.stop_requested and not w.distributed:
             return "stopped", self._save_adapter(model, variant, opts, resolved)
         if checkpoint is not None and self._step >= total:
             # killed after its last checkpoint, while (or before) saving the adapter: no step is left
             self._progress(f"{checkpoint.name} is the end of training: saving the adapter")
-            self.telemetry.finish(self._step)
+            if measure:
+                self.telemetry.finish(self._step)
             return "completed", self._save_adapter(model, variant, opts, resolved)
         if checkpoint is not None:
             # The weights are already in place (_restore_checkpoint, through the variant, which
@@ -582,7 +657,8 @@ class Session:
             raise TrainingError(f"the loss became NaN or infinite at step {event_callback.diverged_at}: "
                                 "lower train.learning_rate (no adapter was saved)")
         spent = self.telemetry.spent
-        self.telemetry.finish(self._step)   # the last word on the adapter being saved
+        if measure:
+            self.telemetry.finish(self._step)   # the last word on the adapter being saved
         self._timing["final_telemetry_s"] = self.telemetry.spent - spent
         finished = trainer.state.global_step >= trainer.state.max_steps
         status = "completed" if finished or not self.control.stop_requested else "stopped"
@@ -625,8 +701,9 @@ class Session:
 
     def _check_cancelled(self) -> None:
         """Preparation (a GGUF conversion, tokenization, loading) runs before any folder exists;
-        a stop asked meanwhile ends the run at the next phase boundary with nothing written."""
-        if self.control.stop_requested and self.resume_dir is None:
+        a stop asked meanwhile ends the run at the next phase boundary with nothing written.
+        Several processes stop together, at a step boundary (EventCallback.on_step_end)."""
+        if self.control.stop_requested and self.resume_dir is None and not self.world.distributed:
             raise _StoppedBeforeStart()
 
     def _saved_state(self) -> dict:
@@ -663,6 +740,9 @@ class Session:
 
     def _save_adapter(self, model, variant, opts, resolved) -> Path:
         final = self.run_dir / "adapter"
+        if not self.world.is_main:   # the main process saves it (the weights are the same in all)
+            return final
+        variant.scale_loss_terms(model, opts, 1)   # the adapter's config as the person set it
         with atomic_dir(final, hint=self._resume_hint()) as tmp:
             variant.export_adapter(model, opts, tmp)
             meta = {"base_model": resolved.source, "base_path": resolved.path,
@@ -679,6 +759,14 @@ class Session:
 
     def _final_metrics(self) -> dict:
         return dict(self._metrics)
+
+
+class _MainProcessFailed(StudioError):
+    """The main process of a distributed run failed to open the run folder; it reports why."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class _StoppedBeforeStart(StudioError):
@@ -793,7 +881,10 @@ def _build_event_callback_class():
                 if not s.control.stop_requested:
                     s._emit("resumed")
                 self._restart_clock()  # a pause is not slow training
-            if s.control.stop_requested:
+            stop = s.control.stop_requested
+            if s.world.distributed:   # every process stops at the same step, or none does
+                stop = distributed.anyone(stop, args.device)
+            if stop:
                 control.should_training_stop = True
                 control.should_save = True  # a checkpoint, so that --resume continues from here
 
@@ -813,7 +904,7 @@ def _build_event_callback_class():
                 s._emit("step", loss=logs.get("loss"), lr=logs.get("learning_rate"),
                         grad_norm=logs.get("grad_norm"), tokens_per_s=tps, epoch=logs.get("epoch"),
                         total_steps=state.max_steps, memory_mb=memory_mb(args.device))
-                if s.control.stop_requested:  # asked while this step was being reported
+                if s.control.stop_requested and not s.world.distributed:  # asked while this step was reported
                     control.should_training_stop = True
                     control.should_save = True
             elif any(k.startswith("eval_") for k in logs):
@@ -828,7 +919,9 @@ def _build_event_callback_class():
         def on_save(self, args, state, control, **kwargs):
             s = self.session
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if path.is_dir():
+            # every process has written its part (its RNG state) before the marker says it is whole
+            distributed.barrier(s.world)
+            if path.is_dir() and s.world.is_main:
                 s.save_checkpoint_state(path, self.variant, self.opts)
                 for f in path.iterdir():   # on disk before the marker says the checkpoint is whole
                     if f.is_file():
@@ -838,6 +931,21 @@ def _build_event_callback_class():
             self._restart_clock()
 
     return EventCallback
+
+
+def _trainer_making_optimizer(variant, opts, ctx):
+    """A Trainer whose optimizer is the variant's, made from the wrapped (sharded) model."""
+    from transformers import Trainer
+
+    class VariantOptimizerTrainer(Trainer):
+        def create_optimizer(self, model=None):
+            if self.optimizer is None:
+                self.optimizer = variant.make_optimizer(model if model is not None else self.model, opts, ctx)
+            if self.optimizer is None:
+                return super().create_optimizer(model) if model is not None else super().create_optimizer()
+            return self.optimizer
+
+    return VariantOptimizerTrainer
 
 
 def _event_callback(session, variant, opts):

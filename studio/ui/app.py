@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from studio.core.resources import icon_path
+
 APP_NAME = "LoRA Studio"
 ORG_NAME = "lora-studio"
 
@@ -26,9 +28,11 @@ def application():
     app = QApplication.instance()
     if app is None:
         app = QApplication(sys.argv[:1])
-        icon = Path(__file__).resolve().parents[2] / "resources" / "icons" / "lora-studio.svg"
-        if icon.is_file():
-            app.setWindowIcon(QIcon(str(icon)))
+        icon = QIcon()
+        for path in (icon_path("svg"), icon_path("png")):   # the PNG where Qt's SVG plugin is absent
+            if path.is_file():
+                icon.addFile(str(path))
+        app.setWindowIcon(icon)
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(ORG_NAME)
     app.setApplicationDisplayName(APP_NAME)
@@ -52,10 +56,15 @@ def open_window(path: str | Path | None = None, settings=None):
 _OPEN: list = []   # windows opened into a QApplication someone else runs (tests, an embedding app)
 
 
-def main(path: str | None = None) -> int:
+def main(path: str | None = None, screenshot: str | None = None, screenshot_delay: float = 1.0) -> int:
     """The GUI entry point. With no QApplication yet it makes one and runs its event loop (the
     return value is the loop's exit code); with one already running it opens the window into it
-    and returns 0 at once, so a test can drive the real window in-process."""
+    and returns 0 at once, so a test can drive the real window in-process.
+
+    With `screenshot`, the window is saved to that image file `screenshot_delay` seconds after it
+    is shown, and then closed (and the event loop ended, exit code 1 if the file could not be
+    written): `QT_QPA_PLATFORM=offscreen lora-studio gui --screenshot window.png` checks an
+    installed or frozen app without a display."""
     if path is not None and not Path(path).expanduser().exists():
         print(f"lora-studio: error: {path}: no such run config or run folder", file=sys.stderr)
         return 2
@@ -71,6 +80,8 @@ def main(path: str | None = None) -> int:
     existing = QApplication.instance() is not None
     app = application()
     window = open_window(path)
+    if screenshot:
+        save_later(window, screenshot, screenshot_delay, quit_app=not existing)
     if existing:
         _OPEN.append(window)
         return 0
@@ -78,6 +89,28 @@ def main(path: str | None = None) -> int:
         return app.exec()
     finally:
         dispose(window)
+
+
+def save_later(window, path: str | Path, delay_s: float = 1.0, quit_app: bool = True) -> None:
+    """Grab the window into an image file once the event loop has run `delay_s` seconds (layout,
+    theme and the first paint are done by then), then close it, or end the application's loop."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    def grab() -> None:
+        target = Path(path).expanduser()
+        ok = window.grab().save(str(target))
+        if ok:
+            print(f"window saved to {target}", file=sys.stderr)
+        else:
+            print(f"lora-studio: error: {target}: could not write the screenshot "
+                  "(a writable folder, and a .png/.jpg name?)", file=sys.stderr)
+        if quit_app:
+            QApplication.instance().exit(0 if ok else 1)
+        else:
+            window.close()
+
+    QTimer.singleShot(int(max(delay_s, 0.0) * 1000), window, grab)
 
 
 def dispose(window) -> None:

@@ -27,6 +27,7 @@ from studio.core.config import RunConfig
 from studio.core.errors import StudioError
 from studio.core import runlock
 from studio.core.paths import studio_home
+from studio.core.resources import default_config_path
 
 from .charts_panel import ChartsPanel
 from .gallery_actions import GalleryController
@@ -35,7 +36,7 @@ from .panels import DATA_SUFFIXES, DataPanel, ModelPanel, TrainingPanel, Variant
 from .theme import THEMES, apply_theme
 from .worker import RunController, running_threads
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "resources" / "configs" / "default.toml"
+DEFAULT_CONFIG = default_config_path()
 MAX_RECENT = 8
 FINISHED = ("completed", "stopped", "failed")
 REPAINT_MS = 100          # charts and status bar repaint at most this often while a run reports
@@ -253,6 +254,9 @@ class MainWindow(QMainWindow):
         self.resume_run_action = self._action("Resume run from &checkpoint", "resumeRunAction",
                                               lambda: self.resume_run(), None,
                                               "Continue the opened stopped or failed run from its last checkpoint")
+        self.launch_script_action = self._action(
+            "E&xport run as launch script…", "exportLaunchScriptAction", self.export_launch_script, None,
+            "Write this run as a script and accelerate config for several GPUs or cluster nodes")
         self.about_action = self._action("&About LoRA Studio", "aboutAction", self.about)
         self.train_button.clicked.connect(self.train_action.trigger)
         self.stop_button.clicked.connect(self.stop_action.trigger)
@@ -277,6 +281,7 @@ class MainWindow(QMainWindow):
             run.addAction(a)
         run.addSeparator()
         run.addAction(self.resume_run_action)
+        run.addAction(self.launch_script_action)
         self.gallery_menu = self.gallery.build_menu(menu.addMenu("&Gallery"))
         view = menu.addMenu("&View")
         view.setObjectName("viewMenu")
@@ -840,6 +845,34 @@ class MainWindow(QMainWindow):
 
     def log(self, text: str) -> None:
         self.log_view.appendPlainText(text)
+
+    def export_launch_script(self):
+        """The run in the panels as launch.sh + accelerate.yaml + run.toml (launch_dialog.py).
+        Returns the dialog (tests drive it; a person sees it modal)."""
+        from .launch_dialog import LaunchScriptDialog
+
+        try:
+            config = self.current_config()
+        except StudioError as e:
+            self.show_error(f"not exported: {e}")
+            return None
+        base = self.config_path.parent if self.config_path else studio_home()
+        stem = self.config_path.stem if self.config_path else "run"
+        folder = base / f"{stem}-launch"
+        i = 2
+        while folder.exists():
+            folder = base / f"{stem}-launch-{i}"
+            i += 1
+        dialog = LaunchScriptDialog(config, folder, self)
+        dialog.finished.connect(lambda *_: self._launch_script_written(dialog))
+        dialog.open()
+        return dialog
+
+    def _launch_script_written(self, dialog) -> None:
+        if dialog.written is not None:
+            script = dialog.written / "launch.sh"
+            self.log(f"launch script: {script} (run it with: bash {script})")
+            self.statusBar().showMessage(f"Wrote {script}", 8000)
 
     def show_error(self, text: str) -> None:
         """One readable line in the window (never a traceback, never a modal box)."""

@@ -61,6 +61,11 @@ class AdaLora(Variant):
     def callbacks(self, model, opts, ctx):
         return [make_allocation_callback()]
 
+    def scale_loss_terms(self, model, opts, factor: int) -> None:
+        # AdaLoraModel.forward reads the weight from its config at every step
+        for config in getattr(model, "peft_config", {}).values():
+            config.orth_reg_weight = opts.orth_reg_weight / factor
+
     def telemetry_events(self, model, opts) -> list[dict]:
         inner = getattr(model, "module", model)
         ranks = live_ranks(inner)

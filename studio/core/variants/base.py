@@ -94,6 +94,11 @@ class Variant:
     def callbacks(self, model, opts, ctx: BuildContext) -> list:
         return []
 
+    def scale_loss_terms(self, model, opts, factor: int) -> None:
+        """On N processes the Trainer multiplies each process's loss by N (the token average over
+        all processes, before DDP averages the gradients): a term the variant adds to the loss
+        itself must be divided by the same N to keep its weight. factor=1 undoes it."""
+
     def checkpoint_state(self, model, opts) -> dict:
         return {}
 
