@@ -204,21 +204,14 @@ def cmd_train(args) -> int:
         else:
             raise KeyboardInterrupt
 
-    def on_sigterm(signum, frame):
-        # the launcher passes a Ctrl-C (or a cluster's time limit) on as SIGTERM, and waits for the
-        # processes to end before it kills them: stop after this step, as every process will
-        interrupts["n"] = max(interrupts["n"], 1)
-        control.stop()
-
+    # Under a launch the launcher passes a Ctrl-C on to every process as SIGINT (they stop at the
+    # same step) and sends SIGTERM when another process failed: that one ends a process at once.
     previous = signal.signal(signal.SIGINT, on_sigint)
-    previous_term = signal.signal(signal.SIGTERM, on_sigterm) if world().distributed else None
     try:
         session = Session(config, resume_dir=run_dir, control=control)
         result = session.run(sink=ProgressSink(json_lines=args.json))
     finally:
         signal.signal(signal.SIGINT, previous)
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
     if not main_process:
         # bad input is the same in every process, and a lost peer reports its own failure
         if result.error and result.exit_code == 1 and result.error != LOST_PEER:

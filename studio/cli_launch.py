@@ -22,6 +22,9 @@ import sys
 from pathlib import Path
 
 
+SHUTDOWN_TIMEOUT_S = 900
+
+
 def add_command(sub) -> None:
     launch = sub.add_parser(
         "launch", help="train on several processes (GPUs or CPU) through accelerate",
@@ -117,11 +120,15 @@ def cmd_launch(args) -> int:
         if args.config_file:
             in_file = _processes_in(args.config_file)
             processes = processes or in_file
+        gpus = 0 if args.cpu else _visible_gpus()
         if processes is None:
-            processes = _visible_gpus() if not args.cpu else 0
-            processes = processes if processes > 1 else 2
+            processes = gpus or 2   # every GPU, or two CPU processes to try it out
         if processes < 1:
             _err(f"--processes: expected at least 1, got {processes}")
+            return 2
+        if gpus and processes > gpus and not args.config_file and not args.export:
+            _err(f"--processes: {processes} processes need {processes} GPUs, this machine has {gpus} "
+                 "(one process per GPU; --cpu runs CPU processes)")
             return 2
         total = processes * (args.machines if args.export else 1)
         if config.train.batch_size % total:
@@ -174,6 +181,9 @@ def run_launcher(argv: list[str]) -> int:
     # clearly, what the processes print themselves
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     logging.getLogger("accelerate").setLevel(logging.ERROR)
+    # On Ctrl-C the launcher passes SIGINT to the processes, which finish the step and save a
+    # checkpoint and the adapter; it kills them after this many seconds (torch's default is 30)
+    os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(SHUTDOWN_TIMEOUT_S))
     args = launch_command_parser().parse_args(argv)
     try:
         launch_command(args)
@@ -185,8 +195,21 @@ def run_launcher(argv: list[str]) -> int:
                  " (the processes' own output is above)")
         return code if code and code > 0 else 1
     except (SignalException, KeyboardInterrupt):
+        # the first Ctrl-C returns here once the processes have stopped and saved; a second one
+        # interrupts that wait, and then nothing is left to wait for: the processes are killed
+        _kill_children()
         return 130
     return 0
+
+
+def _kill_children() -> None:
+    try:
+        import psutil   # installed with accelerate
+
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
+    except Exception:   # gone already, or no psutil: the processes end when their step does
+        pass
 
 
 if __name__ == "__main__":   # pragma: no cover

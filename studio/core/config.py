@@ -223,6 +223,7 @@ def find_file(path: str, config_source: str = "") -> str:
         candidates.append(Path(config_source).resolve().parent / p)
     if len(p.parts) > 1 and p.parts[0] == "resources":
         candidates.append(resource_dir().joinpath(*p.parts[1:]))
+    candidates.append(Path(__file__).resolve().parents[2] / p)   # a checkout's own files
     for c in candidates:
         if c.exists():
             return str(c.resolve())

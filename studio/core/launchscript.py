@@ -129,7 +129,8 @@ def launch_sh(plan: LaunchPlan, config: RunConfig, name: str) -> str:
 """
     body = f"""set -euo pipefail
 HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
-PYTHON="${{PYTHON:-{shlex.quote(python)}}}"
+EXPORTED_PYTHON={shlex.quote(python)}
+PYTHON="${{PYTHON:-$EXPORTED_PYTHON}}"
 """
     if plan.machines > 1:
         body += f"""MACHINE_RANK="${{MACHINE_RANK:-${{SLURM_NODEID:-0}}}}"
@@ -158,7 +159,7 @@ def write_launch_folder(config: RunConfig, folder: str | Path, plan: LaunchPlan)
         cfg.train.device = "cpu"
     elif cfg.train.device == "cpu":
         cfg.train.device = "auto"
-    name = folder.name
+    name = " ".join(folder.name.split())   # it goes into a comment line of launch.sh
     if folder.exists():
         folder.rmdir()   # empty: atomic_dir puts the finished folder in its place
     with atomic_dir(folder) as tmp:

@@ -153,7 +153,8 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device, precision: str, ha
         warmup_steps=cfg.train.warmup_steps,
         weight_decay=cfg.train.weight_decay,
         max_grad_norm=cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else 0.0,
-        activation_checkpointing=cfg.train.gradient_checkpointing,
+        # under FSDP the launcher's config checkpoints activations (the Trainer refuses both)
+        activation_checkpointing=cfg.train.gradient_checkpointing and not _fsdp_checkpoints_activations(world),
         # non-reentrant: with frozen embeddings the reentrant variant sees no input needing grad
         activation_checkpointing_kwargs={"use_reentrant": False} if cfg.train.gradient_checkpointing else None,
         logging_strategy="steps", logging_steps=1,
@@ -177,6 +178,11 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device, precision: str, ha
         # a classifier's loss is a mean that ignores that count, so it must not be multiplied
         average_tokens_across_devices=cfg.model.task == "causal-lm",
     )
+
+
+def _fsdp_checkpoints_activations(world: distributed.World | None) -> bool:
+    return (world is not None and world.mode == "fsdp"
+            and os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "").lower() in distributed.TRUE)
 
 
 def new_run_dir(output_dir: str, variant: str) -> Path:
@@ -425,6 +431,9 @@ class Session:
             except StudioError as e:
                 distributed.share(("error", str(e), e.exit_code), w)
                 raise
+            except BaseException as e:   # a bug or a library failure: the others end too
+                distributed.share(("error", _one_line(e), 1), w)
+                raise
             distributed.share(("ok",), w)
             return value
         outcome = distributed.share(None, w)
@@ -570,7 +579,9 @@ class Session:
                            weight_decay=cfg.train.weight_decay, seed=cfg.train.seed, device=device,
                            train_dataset=data.train, collator=data.collator, batch_size=cfg.train.batch_size,
                            emit=lambda ev: self._emit(ev.pop("type"), **ev),
-                           should_stop=lambda: self.control.stop_requested, saved_state=saved_state,
+                           # several processes must build the same model: a stop waits for the first step
+                           should_stop=lambda: self.control.stop_requested and not w.distributed,
+                           saved_state=saved_state,
                            state=dict(saved_state))
         transformers.set_seed(cfg.train.seed)
         model = build_checked(variant, base, opts, ctx)   # a target or rank the model refutes: ConfigError
@@ -884,6 +895,8 @@ def _build_event_callback_class():
             stop = s.control.stop_requested
             if s.world.distributed:   # every process stops at the same step, or none does
                 stop = distributed.anyone(stop, args.device)
+                if stop:
+                    s.control.stop()   # so that every process reports the run as stopped
             if stop:
                 control.should_training_stop = True
                 control.should_save = True  # a checkpoint, so that --resume continues from here

@@ -215,6 +215,25 @@ def test_exported_launch_folder_runs_as_written(tiny_llama, tmp_path, studio_hom
     assert started[0]["processes"] == 2
 
 
+def test_fsdp_two_processes_save_the_single_process_adapter(tiny_llama, tmp_path, studio_home):
+    """FSDP 2 (the exported strategy) on two CPU processes: the adapter saved from sharded
+    training equals one process's."""
+    cfg = config(tiny_llama, tmp_path / "fsdp", steps=3)
+    folder = write_launch_folder(cfg, tmp_path / "job", LaunchPlan(processes=2, cpu=True, strategy="fsdp"))
+    done = subprocess.run(["bash", str(folder / "launch.sh")], capture_output=True, text=True,
+                          env=env(studio_home), timeout=600, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "telemetry is off" in done.stderr
+    run = next(p for p in (tmp_path / "fsdp").iterdir() if not p.name.startswith("."))
+    started = [e for e in read_events(run / "events.jsonl") if e["type"] == "run_started"]
+    assert started[0]["launch"] == "fsdp"
+    one = single(config(tiny_llama, tmp_path / "one", steps=3))
+    a, b = adapter(run), adapter(one)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
 def test_launch_plans_that_cannot_run_are_refused_and_write_nothing(tiny_llama, tmp_path):
     cfg = config(tiny_llama, tmp_path / "runs")
     with pytest.raises(ConfigError, match=r"train.batch_size: 4 examples cannot be split evenly across 8"):
@@ -229,6 +248,12 @@ def test_launch_plans_that_cannot_run_are_refused_and_write_nothing(tiny_llama, 
     with pytest.raises(ConfigError, match="expected a new or empty folder"):
         write_launch_folder(cfg, busy, LaunchPlan())
     assert [p.name for p in busy.iterdir()] == ["keep.txt"]
+
+    # a Python whose path has a space still runs (the default is quoted once, not twice)
+    spaced = write_launch_folder(cfg, tmp_path / "spaced", LaunchPlan(python="/opt/my env/bin/python"))
+    shown = subprocess.run(["bash", "-c", f'sed -n "/^EXPORTED_PYTHON=/,/^PYTHON=/p" {spaced}/launch.sh > {tmp_path}/p.sh'
+                            f' && source {tmp_path}/p.sh && printf %s "$PYTHON"'], capture_output=True, text=True)
+    assert shown.stdout == "/opt/my env/bin/python"
 
     # two machines: the script takes its rank and the main address from the environment or SLURM
     folder = write_launch_folder(cfg, tmp_path / "multi", LaunchPlan(processes=2, machines=2, strategy="fsdp"))
