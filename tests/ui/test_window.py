@@ -140,7 +140,8 @@ def test_invalid_values_are_marked_and_train_stays_disabled(make_window, qtbot, 
     # a data file that does not exist: the reason next to the path, Train disabled
     window.findChild(QLineEdit, "dataPath").setText(str(tmp_path / "missing.jsonl"))
     qtbot.waitUntil(lambda: not train.isEnabled())
-    assert "no such file" in window.findChild(QLabel, "dataError").text()
+    # the data panel's own check runs in the background and may report after Train is disabled
+    qtbot.waitUntil(lambda: "no such file" in window.findChild(QLabel, "dataError").text())
     # a cross-field rule (epochs 0 with max_steps 0) lands next to its field
     window.findChild(QLineEdit, "dataPath").setText(str(DATASETS / "chat_sample.jsonl"))
     window.findChild(object, "train_max_steps").setValue(0)
