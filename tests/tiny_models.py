@@ -95,8 +95,11 @@ def make_tokenizer(folder=None, *, vocab_size: int = 512, chat_template: str | N
     return tokenizer
 
 
-def make_tiny_llama(folder, *, layers: int = 2, hidden: int = 64, seed: int = 0) -> str:
-    """A random 2-layer Llama (+ its tokenizer) saved as safetensors in `folder`; returns the folder."""
+def make_tiny_llama(folder, *, layers: int = 2, hidden: int = 64, seed: int = 0, init_range: float = 0.02) -> str:
+    """A random 2-layer Llama (+ its tokenizer) saved as safetensors in `folder`; returns the folder.
+    `init_range`: the std of the random weights. At Llama's 0.02 the frozen output layer's rows
+    are so short that no adapter can make a logit stand out (the final norm bounds the hidden
+    state), so a model meant to memorise something needs a larger one (0.2)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -107,7 +110,7 @@ def make_tiny_llama(folder, *, layers: int = 2, hidden: int = 64, seed: int = 0)
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=2048, tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, initializer_range=init_range,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

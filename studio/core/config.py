@@ -55,7 +55,10 @@ class TrainSection:
     batch_size: int = option(4, "Examples per device per step", min=1)
     grad_accum: int = option(1, "Micro-batches per optimizer step", min=1)
     learning_rate: float = option(2e-4, "Peak learning rate", min=0.0, max=1.0)
-    lr_scheduler: str = option("linear", "Learning-rate schedule after warmup",
+    # constant by default: at a fixed step budget a decay to zero halves the learning a run does,
+    # and VeRA's vectors and AdaLoRA's singular values, which start at zero, feel it most
+    # (issue 17, tests/bench/variant_quality.py); QLoRA's recipe is constant too
+    lr_scheduler: str = option("constant", "Learning-rate schedule after warmup",
                                choices=("linear", "cosine", "constant", "constant_with_warmup",
                                         "cosine_with_restarts", "polynomial", "inverse_sqrt"))
     warmup_steps: int = option(0, "Optimizer steps of linear warmup", min=0)
@@ -287,6 +290,28 @@ def keep_customised(variant: dict) -> dict:
     defaults = dataclasses.asdict(old.options_cls()) if old else {}
     return {k: v for k, v in variant.items()
             if k == "name" or (k in common and (k not in defaults or defaults[k] != v))}
+
+
+def legacy_options(config: RunConfig, saved: Path) -> RunConfig:
+    """The config of a run being resumed from its folder. A config.toml written before a variant
+    option existed lacks it, and today's default would change how the run trains on (VeRA's
+    lr_ratio, AdaLoRA's lambda_lr_ratio: another learning rate, and optimizer state that no
+    longer fits): such an option takes its `legacy` value, the behaviour the run started with."""
+    from .variants import get_variant
+
+    try:
+        raw = tomllib.loads(Path(saved).read_text(encoding="utf-8-sig")).get("variant", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return config    # reading the config itself reports what is wrong with it
+    if not isinstance(raw, dict):
+        return config
+    missing = {f.name: f.metadata["legacy"] for f in dataclasses.fields(get_variant(config.variant_name).options_cls)
+               if "legacy" in f.metadata and f.name not in raw}
+    if not missing:
+        return config
+    out = config.copy()
+    out.variant = {**config.variant, **missing}
+    return out
 
 
 def resolve_variant(values: dict, where: str = "config") -> dict:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .datafiles import read_rows, type_name as _type_name
 from .errors import DataError
+from .options import shown as _shown
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -333,6 +334,22 @@ class _Rows:
         return [eos] if eos is not None else []
 
 
+def _decoded(rows, where: str):
+    """The rows of a Dataset as dicts. datasets cannot decode some nested field names it has
+    stored (an empty object under a key "\\u0000" fails with a KeyError naming the key): that is
+    a DataError naming the file, not a traceback."""
+    it = iter(rows)
+    while True:
+        try:
+            record = next(it)
+        except StopIteration:
+            return
+        except KeyError as e:
+            raise DataError(f"{where}: a field named {_shown(e.args[0] if e.args else '')} cannot be read back "
+                            "(rename the field)") from None
+        yield record
+
+
 def _examples(rows, where: str, tokenizer, task: str, fmt: str, max_len: int, labels=None):
     """(list of {input_ids, labels}, helper) for one file."""
     helper = _Rows(where, tokenizer, task, fmt, max_len)
@@ -343,7 +360,7 @@ def _examples(rows, where: str, tokenizer, task: str, fmt: str, max_len: int, la
         raise DataError(f"{where}: format {fmt} needs column(s) {', '.join(map(repr, missing))}; "
                         f"found {', '.join(map(repr, rows.column_names))}")
     out = []
-    for row, record in enumerate(rows, 1):
+    for row, record in enumerate(_decoded(rows, where), 1):
         if fmt == "classification":
             text_col, label_col, index = labels
             ids, label = helper.classification(record, row, text_col, label_col, index)

@@ -15,9 +15,17 @@ from typing import Any
 
 
 def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-           choices: tuple | None = None) -> Any:
-    """A dataclass field with `help`, `min`, `max`, `choices` in its metadata."""
+           choices: tuple | None = None, run_fraction: bool = False, legacy: Any = None) -> Any:
+    """A dataclass field with `help`, `min`, `max`, `choices` in its metadata. `run_fraction`:
+    a number of optimizer steps given as a fraction of the run (below 1) or as steps (1 and
+    above; see steps_of_run), which the window shows in steps once it knows the run's length.
+    `legacy`: for an option added later, the value that gives the behaviour from before it
+    existed (a run folder whose config lacks the option resumes with it; config.legacy_options)."""
     meta = {"help": help}
+    if legacy is not None:
+        meta["legacy"] = legacy
+    if run_fraction:
+        meta["run_fraction"] = True
     if min is not None:
         meta["min"] = min
     if max is not None:
@@ -89,6 +97,19 @@ def coerce(cls: type, name: str, value: Any) -> Any:
     if tp is int and not -2**63 <= value < 2**63:  # torch, numpy and TOML itself stop at 64 bits
         raise ValueError(f"expected {expected} (a 64-bit integer), got {shown(value)}")
     return value
+
+
+def steps_of_run(value: float, total_steps: int) -> int:
+    """A `run_fraction` option in optimizer steps: below 1 a fraction of the run's total_steps
+    (rounded down, so fractions that sum below 1 leave steps between them), else a number of
+    steps (transformers' convention for eval_steps and save_steps)."""
+    return int(value * total_steps) if value < 1 else int(value)
+
+
+def check_run_fraction(name: str, value: float) -> None:
+    """A run_fraction option is a fraction below 1 or a whole number of steps."""
+    if value >= 1 and value != int(value):
+        raise ValueError(f"{name}: expected a fraction of the run below 1 or a whole number of steps, got {value:g}")
 
 
 def shown(value: Any, width: int = 60) -> str:

@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import distributed
-from .config import RunConfig, resolved_paths
+from .config import RunConfig, legacy_options, resolved_paths
 from .errors import ConfigError, StudioError, TrainingError
 from .paths import DiskFullError, atomic_dir, disk_full_error, fsync_file, sweep_stale, write_text_atomic
 from .telemetry.events import EventLog, LogBusy, Sink, make_event, plain, read_events
@@ -149,7 +149,9 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device, precision: str, ha
         num_train_epochs=cfg.train.epochs,
         max_steps=cfg.train.max_steps if cfg.train.max_steps > 0 else -1,
         learning_rate=cfg.train.learning_rate,
-        lr_scheduler_type=cfg.train.lr_scheduler,
+        # transformers' "constant" ignores warmup_steps; with a warmup it is constant_with_warmup
+        lr_scheduler_type=("constant_with_warmup" if cfg.train.lr_scheduler == "constant" and cfg.train.warmup_steps > 0
+                           else cfg.train.lr_scheduler),
         warmup_steps=cfg.train.warmup_steps,
         weight_decay=cfg.train.weight_decay,
         max_grad_norm=cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else 0.0,
@@ -320,6 +322,8 @@ class Session:
         status, error, exit_code, adapter = "failed", None, 1, None
         try:
             self.config = resolved_paths(self.config)
+            if self.resume_dir is not None and (self.resume_dir / "config.toml").is_file():
+                self.config = legacy_options(self.config, self.resume_dir / "config.toml")
             status, adapter = self._train()
             exit_code = 0
             if adapter is not None and self.config.train.gallery and self.world.is_main:

@@ -15,7 +15,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QSpinBox, QVBoxLayout, QWidget)
 
-from studio.core.options import coerce, describe_fields
+from studio.core.options import coerce, describe_fields, steps_of_run
 
 ERROR_STYLE = "color: #d0342c;"
 
@@ -37,6 +37,8 @@ class OptionsForm(QWidget):
         self.fields = [f for f in describe_fields(cls) if f["name"] not in skip]
         self.editors: dict[str, QWidget] = {}
         self.error_labels: dict[str, QLabel] = {}
+        self.step_labels: dict[str, QLabel] = {}   # run_fraction fields: the value in steps
+        self.run_steps: int | None = None
         self._external: dict[str, str] = {}   # errors found by whole-config checks
         layout = QFormLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -56,6 +58,12 @@ class OptionsForm(QWidget):
             box.setContentsMargins(0, 0, 0, 0)
             box.setSpacing(1)
             box.addWidget(editor)
+            if f.get("run_fraction"):
+                steps = QLabel()
+                steps.setObjectName(f"{prefix}_{f['name']}_steps")
+                steps.setStyleSheet("color: palette(placeholder-text); font-size: small;")
+                box.addWidget(steps)
+                self.step_labels[f["name"]] = steps
             box.addWidget(error)
             label = QLabel(f["name"].replace("_", " "))
             label.setToolTip(f["help"])
@@ -133,6 +141,7 @@ class OptionsForm(QWidget):
             self._write(f["name"], values.get(f["name"], defaults.get(f["name"])))
         self._external = {}
         self._refresh_errors()
+        self._refresh_steps()
 
     def field_errors(self) -> dict[str, str]:
         """Reasons, by field name, why a value is not accepted (the same check as a config file)."""
@@ -154,6 +163,23 @@ class OptionsForm(QWidget):
             self._external.pop(name, None)
         self._refresh_errors()
 
+    def set_run_steps(self, total: int | None) -> None:
+        """The run's optimizer steps (None: not known yet), for the fields given as a fraction of
+        the run, which then also show their value in steps."""
+        self.run_steps = total
+        self._refresh_steps()
+
+    def _refresh_steps(self) -> None:
+        for name, label in self.step_labels.items():
+            value = self._read(name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                label.setText("")
+            elif self.run_steps is None:
+                label.setText("of the run's steps" if value < 1 else "steps")
+            else:
+                steps = steps_of_run(float(value), self.run_steps)
+                label.setText(f"= {steps} of this run's {self.run_steps} steps")
+
     def _refresh_errors(self) -> None:
         errors = self.field_errors()
         for name, label in self.error_labels.items():
@@ -165,6 +191,7 @@ class OptionsForm(QWidget):
     def _on_editor_changed(self, *_):
         self._external = {}
         self._refresh_errors()
+        self._refresh_steps()
         self.changed.emit()
 
 

@@ -382,6 +382,7 @@ class MainWindow(QMainWindow):
                 errors["config"] = text.split(": ", 1)[1] if ": " in text else text
                 self._mark_cross_field_error(errors["config"])
         self.validation_errors = errors
+        self.variant_panel.set_run_steps(self.planned_steps())
         busy = self.model_panel.busy and self.model_panel.description is None
         if errors:
             first_key = next(iter(errors))
@@ -392,6 +393,22 @@ class MainWindow(QMainWindow):
             self.validation_label.setText("")
         self._update_actions(valid=not errors and not busy)
         return not errors
+
+    def planned_steps(self) -> int | None:
+        """The optimizer steps the set-up would train: from train.max_steps, or from the
+        dataset preview's training examples, the batch size and the epochs (None while unknown)."""
+        from studio.core.training import planned_steps   # plain arithmetic, no torch imported
+
+        train = self.training_panel.train.values()
+        preview = None if self.data_panel.busy else self.data_panel.preview
+        examples = (preview or {}).get("train_examples")
+        try:
+            if int(train["max_steps"]) <= 0 and not isinstance(examples, int):
+                return None
+            return planned_steps(examples or 0, int(train["batch_size"]), int(train["grad_accum"]),
+                                 float(train["epochs"]), int(train["max_steps"]))
+        except (TypeError, ValueError, ZeroDivisionError):
+            return None
 
     def _mark_cross_field_error(self, text: str, reveal: bool = False) -> None:
         """A whole-config error names its field as section.key: put it next to that field."""

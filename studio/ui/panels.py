@@ -460,6 +460,7 @@ class VariantPanel(QGroupBox):
         box.addWidget(self.description)
         box.addLayout(self.form_holder)
         self.form: OptionsForm | None = None
+        self.run_steps: int | None = None
         self._values: dict = {"name": "lora"}
         self.combo.currentTextChanged.connect(self._on_combo_changed)
         self._build_form("lora", {})
@@ -477,6 +478,14 @@ class VariantPanel(QGroupBox):
 
     def errors(self) -> dict[str, str]:
         return {f"variant.{k}": v for k, v in (self.form.field_errors() if self.form else {}).items()}
+
+    def set_run_steps(self, total: int | None) -> None:
+        """The run's optimizer steps, for options given as a fraction of the run (AdaLoRA's
+        schedule), which the form then shows in steps too."""
+        if total != self.run_steps:
+            self.run_steps = total
+            if self.form is not None:
+                self.form.set_run_steps(total)
 
     def _on_combo_changed(self, name: str) -> None:
         # keep the common options the person changed; the rest take the new variant's defaults
@@ -497,6 +506,7 @@ class VariantPanel(QGroupBox):
             self.form.deleteLater()
         self.form = OptionsForm(variant.options_cls, prefix="variant")
         self.form.set_values(values)
+        self.form.set_run_steps(self.run_steps)
         self.form.changed.connect(self.changed)
         self.form_holder.addWidget(self.form)
         self._values = {"name": name}

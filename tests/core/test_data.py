@@ -362,6 +362,8 @@ def test_bad_rows_name_file_row_and_field(tmp_path, tok, case):
     ("utf16.txt", "no byte-order mark here\n".encode("utf-16-le"), r"^utf16\.txt: UTF-16 text \(without a byte-order mark\)"),
     ("utf32.txt", "hello\n".encode("utf-32"), r"^utf32\.txt: UTF-32 text; expected UTF-8"),
     ("bom.jsonl", b"\xef\xbb\xbf\n  \n", r"^bom\.jsonl: the file is empty$"),
+    # datasets stores this nested key and then fails to decode it (a KeyError; found by hypothesis)
+    ("nul.jsonl", b'{"text": "hi", "x": {"\\u0000": {}}}\n', r"^nul\.jsonl: a field named '\\x00' cannot be read back"),
 ])
 def test_bad_files(tmp_path, tok, name, content, pattern):
     path = tmp_path / name

@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from studio.core.config import RunConfig
+from studio.core.variants import get_variant
 from studio.core.errors import ConfigError
 from studio.core.launchscript import LaunchPlan, write_launch_folder
 from studio.core.telemetry import read_events
@@ -137,7 +138,8 @@ def test_adalora_regulariser_keeps_its_weight_on_two_processes(tiny_llama, tmp_p
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     saved = json.loads((run / "adapter" / "adapter_config.json").read_text())
-    assert saved["orth_reg_weight"] == 0.5             # the person's weight, not the scaled one
+    # the person's weight (the default), not the one scaled for two processes
+    assert saved["orth_reg_weight"] == get_variant("adalora").options_cls().orth_reg_weight == 0.1
 
 
 def test_a_classifier_trains_the_same_on_two_processes(tiny_bert, tmp_path, studio_home):

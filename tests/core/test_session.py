@@ -3,9 +3,12 @@ folder for variants that keep state outside the adapter (Delta-LoRA's moved W, L
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
+
+import pytest
 
 from safetensors.torch import load_file
 
@@ -76,7 +79,9 @@ def truncate_log_after_checkpoint(run_dir, step: int) -> None:
     (run_dir / "events.jsonl").write_text("".join(keep))
 
 
-def _resume_matches_uninterrupted(tiny_llama, tmp_path, variant: dict):
+def _resume_matches_uninterrupted(tiny_llama, tmp_path, variant: dict, forget: str | None = None):
+    """`forget`: a variant option whose line is taken out of the broken run's config.toml, as a
+    config written before the option existed lacks it."""
     cfg = _config(tiny_llama, tmp_path / "full", variant, save_every=3)
     full = Session(cfg).run()
     assert full.status == "completed", full.error
@@ -88,6 +93,11 @@ def _resume_matches_uninterrupted(tiny_llama, tmp_path, variant: dict):
     shutil.rmtree(broken / "checkpoints" / "checkpoint-6")
     shutil.rmtree(broken / "adapter")
     truncate_log_after_checkpoint(broken, 3)
+    if forget:
+        text = (broken / "config.toml").read_text()
+        kept = [line for line in text.splitlines(keepends=True) if not line.startswith(f"{forget} =")]
+        assert len(kept) == len(text.splitlines()) - 1
+        (broken / "config.toml").write_text("".join(kept))
     resumed_session = Session(RunConfig.from_toml(broken / "config.toml"), resume_dir=broken)
     resumed = resumed_session.run()
     assert resumed.status == "completed", resumed.error
@@ -127,6 +137,22 @@ def test_adalora_resume_keeps_its_rank_allocation(tiny_llama, tmp_path):
     rank pattern come back, and the result matches the uninterrupted run."""
     _resume_matches_uninterrupted(
         tiny_llama, tmp_path, {"name": "adalora", "init_r": 6, "target_r": 2, "tinit": 1, "tfinal": 2})
+
+
+@pytest.mark.parametrize("variant, option", [
+    ({"name": "adalora", "init_r": 6, "target_r": 2, "tinit": 1, "tfinal": 2}, "lambda_lr_ratio"),
+    ({"name": "vera", "r": 16}, "lr_ratio"),
+])
+def test_a_run_from_before_an_option_existed_resumes_as_it_started(tiny_llama, tmp_path, variant, option):
+    """A run folder written before VeRA's lr_ratio and AdaLoRA's lambda_lr_ratio existed trained
+    at the run's own rate; resumed, it goes on at that rate (the option's legacy value, not
+    today's default), with optimizer state that fits, to the adapter of an uninterrupted run."""
+    from studio.core.variants import get_variant
+
+    field = next(f for f in dataclasses.fields(get_variant(variant["name"]).options_cls) if f.name == option)
+    assert field.metadata["legacy"] == 1.0 != field.default
+    _, session = _resume_matches_uninterrupted(tiny_llama, tmp_path, {**variant, option: 1.0}, forget=option)
+    assert session.config.variant[option] == 1.0
 
 
 def poison_lora_b_after_step_2(monkeypatch) -> None:

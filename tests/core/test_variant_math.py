@@ -227,6 +227,35 @@ def test_vera_projections_frozen_and_merged_matches_adapter():
     assert diff <= 1e-5
 
 
+def first_step_moves(variant, opts, ctx, model) -> dict[str, tuple[float, float]]:
+    """{parameter name: (its group's lr, the largest |change| of one entry)} after one step of the
+    variant's optimizer. Adam's first step moves an entry with a gradient by lr * g / |g|: by
+    its group's learning rate, whatever the gradient's size."""
+    optimizer = variant.make_optimizer(model, opts, ctx)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert len(lr_of) == len(before)   # every trainable parameter is in one group
+    model.train()
+    causal_loss(model, seed=7).backward()
+    optimizer.step()
+    return {n: (lr_of[id(p)], float((p.detach() - before[n]).abs().max()))
+            for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_vera_vectors_learn_at_lr_ratio_times_the_learning_rate():
+    """VeRA's paper trains its vectors at ~10x LoRA's learning rate: lr_ratio scales
+    train.learning_rate for them, so one learning rate serves a sweep across variants."""
+    assert get_variant("vera").options_cls().lr_ratio == pytest.approx(10.0)
+    variant, opts, ctx, model, _ = build("vera", context(learning_rate=1e-3), r=16, d_initial=0.1, lr_ratio=10.0)
+    moves = first_step_moves(variant, opts, ctx, model)
+    assert all(lr == pytest.approx(1e-2) for lr, _ in moves.values())
+    # lambda_b starts at 0 and has a gradient; lambda_d's gradient is 0 until lambda_b moves
+    moved = [move for n, (_, move) in moves.items() if "vera_lambda_b" in n]
+    assert len(moved) == N_LINEAR and all(move == pytest.approx(1e-2, rel=1e-3) for move in moved)
+    variant, opts, ctx, model, _ = build("vera", context(learning_rate=1e-3), r=16, lr_ratio=1.0)
+    assert variant.make_optimizer(model, opts, ctx) is None   # the Trainer's own AdamW at the run's rate
+
+
 # -- LoRA-FA ---------------------------------------------------------------------------------------
 
 
@@ -289,6 +318,31 @@ def test_adalora_requires_total_step_and_a_long_enough_run():
     variant.build(tiny_llama(), variant.options_cls(**ADA_OPTS), context(total_steps=7))
 
 
+def test_adalora_schedule_is_a_fraction_of_the_run_or_steps():
+    from studio.core.config import RunConfig
+    from studio.core.errors import ConfigError
+
+    variant = get_variant("adalora")
+    said = []
+    ctx = context(total_steps=56, emit=said.append)
+    model = variant.build(tiny_llama(), variant.options_cls(init_r=6, target_r=2, tinit=0.1, tfinal=0.5), ctx)
+    config = model.peft_config["default"]
+    assert (config.tinit, config.tfinal, config.total_step) == (5, 28, 56)
+    assert any("first 5 steps" in e["message"] and "by step 28" in e["message"] and "last 28 of 56" in e["message"]
+               for e in said if e["type"] == "progress")
+    model = variant.build(tiny_llama(), variant.options_cls(init_r=6, target_r=2, tinit=3, tfinal=0.25), ctx)
+    assert (model.peft_config["default"].tinit, model.peft_config["default"].tfinal) == (3, 14)
+    # the defaults leave steps to prune in in any run, however short
+    for total in (1, 2, 3, 7):
+        variant.build(tiny_llama(), variant.options_cls(), context(total_steps=total))
+    with pytest.raises(ConfigError, match=r"variant.tinit \+ variant.tfinal \(4 \+ 2 steps\)"):
+        variant.build(tiny_llama(), variant.options_cls(tinit=4, tfinal=0.5), context(total_steps=5))
+    for bad, message in (({"tinit": 1.5}, "variant.tinit: expected a fraction of the run below 1 or a whole number"),
+                         ({"tinit": 0.6, "tfinal": 0.5}, "variant.tfinal: tinit \\+ tfinal must leave part")):
+        with pytest.raises(ConfigError, match=message):
+            RunConfig.from_dict({"variant": {"name": "adalora", **bad}}, "test")
+
+
 def test_adalora_init_equals_base():
     *_, model, base_logits = build("adalora", context(total_steps=ADA_T), **ADA_OPTS)
     assert torch.equal(logits(model), base_logits)
@@ -326,6 +380,25 @@ def adalora_trained(tmp_path_factory):
     trainer.train()
     assert trainer.state.global_step == ADA_T
     return model, opts, counter.last
+
+
+def test_adalora_without_pruning_trains_and_scores(tmp_path):
+    """target_r == init_r prunes nothing; peft's allocator would fail on a budget of zero ranks to
+    cut (kthvalue with k = 0), so only the importance scores are updated."""
+    from transformers import Trainer, TrainingArguments
+
+    from studio.core.variants.adalora import live_ranks, sensitivity
+
+    variant, opts, ctx, model, _ = build("adalora", context(total_steps=6, learning_rate=1e-2),
+                                         init_r=4, target_r=4, tinit=0, tfinal=0)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=4,
+                             learning_rate=ctx.learning_rate, report_to=[], use_cpu=True, save_strategy="no",
+                             seed=0, disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=_Tokens(), optimizers=(variant.make_optimizer(model, opts, ctx), None),
+            callbacks=variant.callbacks(model, opts, ctx)).train()
+    assert set(live_ranks(model).values()) == {4}
+    assert sum(int((p != 0).sum()) for n, p in model.named_parameters() if "lora_E" in n) == 4 * N_LINEAR
+    assert len(sensitivity(model)) == N_LINEAR
 
 
 def test_adalora_reaches_target_budget_under_trainer(adalora_trained):
@@ -383,6 +456,23 @@ def test_adalora_loss_includes_orthogonality_regulariser():
     assert delta > 0
     assert delta == pytest.approx(opts.orth_reg_weight * regulariser, rel=1e-4)
     assert loss_without == pytest.approx(plain, abs=1e-6)
+
+
+def test_adalora_singular_values_learn_at_lambda_lr_ratio():
+    """lambda (lora_E) starts at 0 and Adam moves it by about its learning rate per step, while a
+    LoRA layer's update grows ~sqrt(d_out) times faster at the same rate: lambda_lr_ratio gives the
+    singular values a rate of their own; P and Q keep the run's."""
+    variant, opts, ctx, model, _ = build("adalora", context(total_steps=ADA_T, learning_rate=1e-3),
+                                         **{**ADA_OPTS, "lambda_lr_ratio": 30.0})
+    moves = first_step_moves(variant, opts, ctx, model)
+    for name, (lr, move) in moves.items():
+        if "lora_E" in name:
+            assert lr == pytest.approx(3e-2)
+            assert move == pytest.approx(3e-2, rel=1e-3), name   # every lambda has a gradient
+        else:
+            assert "lora_A" in name or "lora_B" in name, name
+            assert lr == pytest.approx(1e-3)
+            assert move <= 1e-3 * 1.001   # P and Q: the orthogonality term's gradient at most
 
 
 # -- DoRA ------------------------------------------------------------------------------------------

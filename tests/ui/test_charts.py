@@ -506,7 +506,8 @@ def test_decomposition_chart_points_colours_and_hover(qtbot, adalora_run, histor
 
     chart.paths_check.setChecked(False)
     assert not chart.trail_curve.isVisible()
-    i = len(x) - 1
+    # a point no other shares (layers AdaLoRA pruned to rank 0 all sit at ΔD 0, ΔM 0)
+    i = max(range(len(x)), key=lambda j: (x[j], y[j]))
     chart.plot.vb.setRange(xRange=(x.min(), x.max()), yRange=(y.min(), y.max()))
     text = chart.hover_text_at(x[i], y[i])
     layer = history.layers[int(history.decomposition_layer[i])]

@@ -124,6 +124,33 @@ def test_variant_switch_keeps_changed_common_options(make_window):
     assert window.variant_panel.values()["r"] == REGISTRY["vera"].options_cls().r
 
 
+def test_fractions_of_the_run_are_shown_in_steps(make_window, qtbot, tiny_llama, tmp_path):
+    """AdaLoRA's schedule is given as fractions of the run; the form says what they come to in
+    steps once the dataset has been read, and follows the training options."""
+    from studio.core.training import planned_steps
+
+    config = tiny_config(tiny_llama, tmp_path / "runs", {"name": "adalora", "tinit": 0.25, "tfinal": 3},
+                         max_steps=0, epochs=2.0)
+    window = make_window(write_config(tmp_path / "run.toml", config))
+    ready(qtbot, window)
+    qtbot.waitUntil(lambda: window.data_panel.preview is not None, timeout=60_000)
+    total = planned_steps(window.data_panel.preview["train_examples"], 4, 1, 2.0, 0)
+    tinit = window.findChild(QLabel, "variant_tinit_steps")
+    tfinal = window.findChild(QLabel, "variant_tfinal_steps")
+    qtbot.waitUntil(lambda: f"of this run's {total} steps" in tinit.text())
+    assert tinit.text() == f"= {int(0.25 * total)} of this run's {total} steps"
+    assert tfinal.text() == f"= 3 of this run's {total} steps"
+    window.findChild(object, "train_max_steps").setValue(40)
+    qtbot.waitUntil(lambda: tinit.text() == "= 10 of this run's 40 steps")
+    window.findChild(QLineEdit, "variant_tinit").setText("0.5")
+    assert tinit.text() == "= 20 of this run's 40 steps"
+    # another variant has no such field; coming back shows the steps at once
+    window.findChild(QComboBox, "variantCombo").setCurrentText("lora")
+    assert not window.variant_panel.form.step_labels
+    window.findChild(QComboBox, "variantCombo").setCurrentText("adalora")
+    assert window.variant_panel.form.step_labels["tinit"].text().endswith("of this run's 40 steps")
+
+
 def test_invalid_values_are_marked_and_train_stays_disabled(make_window, qtbot, tiny_llama, tmp_path):
     window = make_window(write_config(tmp_path / "run.toml", tiny_config(tiny_llama, tmp_path / "runs")))
     train = ready(qtbot, window)

@@ -137,6 +137,26 @@ class Variant:
     def task_type(self, ctx: BuildContext) -> str:
         return self.TASK_TYPES[ctx.task]
 
+    def adamw_with_ratios(self, model, ctx: BuildContext, ratios: dict[str, float]):
+        """AdamW with the Trainer's betas (0.9, 0.999) and eps (1e-8), weight decay ctx.weight_decay
+        on every group, and the trainable parameters whose name contains a key of `ratios`
+        learning at that multiple of ctx.learning_rate (one group per ratio, in a fixed order, so
+        a checkpoint's optimizer state fits on resume; the Trainer's schedule scales every group
+        alike). None when every ratio is 1: then the Trainer makes its own optimizer."""
+        import torch
+
+        if all(r == 1.0 for r in ratios.values()):
+            return None
+        groups: dict[float, list] = {}
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            ratio = next((r for key, r in ratios.items() if key in name), 1.0)
+            groups.setdefault(ratio, []).append(param)
+        return torch.optim.AdamW([{"params": params, "lr": ctx.learning_rate * ratio}
+                                  for ratio, params in groups.items()],
+                                 lr=ctx.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=ctx.weight_decay)
+
     def lora_config(self, opts, ctx: BuildContext, **extra):
         from peft import LoraConfig
 
