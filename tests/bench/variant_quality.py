@@ -213,7 +213,8 @@ def main(argv=None) -> int:
     for variant in variants:
         studio, studio_loss = cell(results.get((variant, "studio")))
         plain, plain_loss = cell(results.get((variant, "plain")))
-        print(f"| {variant} | {studio} | {plain or '(not in peft)'} | {studio_loss} | {plain_loss} |")
+        missing = "(not in peft)" if variant not in PLAIN else "(not run: --plain)"
+        print(f"| {variant} | {studio} | {plain or missing} | {studio_loss} | {plain_loss} |")
     if not args.keep:
         print(f"(run folders in {work})")
     return 0
