@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import distributed
+from . import distributed, storage
 from .config import RunConfig, legacy_options, resolved_paths
 from .errors import ConfigError, StudioError, TrainingError
 from .paths import DiskFullError, atomic_dir, disk_full_error, fsync_file, sweep_stale, write_text_atomic
@@ -105,19 +105,19 @@ def pick_device(requested: str):
     return torch.device(requested)
 
 
-def pick_precision(requested: str, device) -> str:
+def pick_storage(cfg: RunConfig, device) -> "storage.Storage":
+    """How this run holds its base and computes (storage.py has the rules); bad combinations
+    are one ConfigError, raised before anything is loaded."""
     import torch
 
-    if requested == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
-    if requested == "fp16" and device.type != "cuda":
+    gpu_bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    if cfg.train.precision == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.precision: fp16 needs a CUDA device, this run is on {device.type} "
                           "(use fp32 or bf16)")
-    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if cfg.train.precision == "bf16" and not gpu_bf16:
         raise ConfigError("train.precision: this GPU does not support bf16 (use fp16 or fp32)")
-    return requested
+    return storage.resolve(cfg.model.dtype, cfg.model.quantize, cfg.train.precision, device.type,
+                           gpu_bf16=gpu_bf16, variant=cfg.variant_name)
 
 
 def planned_steps(n_train: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int,
@@ -533,7 +533,8 @@ class Session:
         transformers.utils.logging.disable_progress_bar()
         datasets.disable_progress_bars()
         device = pick_device(cfg.train.device)
-        precision = pick_precision(cfg.train.precision, device)
+        held = pick_storage(cfg, device)
+        precision = held.compute
         variant = get_variant(cfg.variant_name)
         opts = cfg.variant_options()
         w = self.world
@@ -567,12 +568,14 @@ class Session:
             self.tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
             self._progress(f"warning: {cfg.model.source} has no chat template: the conversations are laid out "
                            "as ChatML, and that template is saved with the adapter")
-        self._progress("loading the base model")
-        # fp32 master weights: bf16/fp16 training is autocast on top (and Delta-LoRA's small
-        # per-step updates of W would round away in a bf16 weight)
-        base = load_model(resolved, cfg.model.task, label_names=data.label_names, dtype=torch.float32,
+        self._progress(f"loading the base model ({held.describe()}" + (f": {held.why})" if held.why else ")"))
+        # The adapter is fp32 whatever the base (master weights; peft upcasts it over a half
+        # base), and bf16/fp16 compute is autocast on top. Delta-LoRA keeps the W it moves in
+        # fp32 (its build upcasts the adapted layers: a bf16 W would round its updates away).
+        base = load_model(resolved, cfg.model.task, label_names=data.label_names, storage=held, device=device,
                           trust_remote_code=cfg.model.trust_remote_code, pad_token_id=self.tokenizer.pad_token_id)
-        base.to(device)
+        if not held.quantized:   # a quantized model is placed while it loads (device_map)
+            base.to(device)
         self._check_cancelled()
         fast = self._pick_batch_layout(base, data, device)
 
@@ -606,7 +609,7 @@ class Session:
         trainable, total_params = model.get_nb_trainable_parameters()
         self._emit("run_started", config=cfg.to_dict(), trainable_params=int(trainable),
                    total_params=int(total_params), adapted_layers=adapted_layers(model), device=str(device),
-                   precision=precision, total_steps=total, train_examples=len(data.train),
+                   precision=precision, base_dtype=held.dtype, quantize=held.quantize, total_steps=total, train_examples=len(data.train),
                    eval_examples=len(data.eval) if data.eval is not None else 0, data_format=data.format,
                    resumed_from=str(checkpoint) if checkpoint else None, run_dir=str(self.run_dir),
                    processes=w.size, launch=w.mode, **fast)

@@ -1,0 +1,191 @@
+"""How the frozen base model is held (`model.dtype`, `model.quantize`) and computed in
+(`train.precision`).
+
+The adapter's weights and its optimizer state are always fp32 (master weights; peft upcasts
+them when the base is half). The frozen base may be stored in bf16 or fp16, or have its linear
+layers quantized to 4 bits (NF4 with double quantization, QLoRA) or 8 bits by bitsandbytes;
+embeddings, norms and the output head then stay in the storage dtype.
+
+`auto` picks, in this order:
+    compute   train.precision if set; else the storage dtype if that is half; else on a GPU bf16
+              (fp16 where it has no bf16), on a CPU with bf16 matrix units (AMX or AVX512-BF16:
+              a bf16 matmul runs ~5x the fp32 rate there) bf16, elsewhere fp32. A CPU run whose
+              storage is explicitly fp32 computes in fp32 (autocast over fp32 weights casts every
+              weight on every forward: slower than plain fp32 on a CPU).
+    storage   model.dtype if set; else the compute dtype when that is half, fp32 otherwise.
+Half storage computes in its own dtype (there is no fp32 compute over bf16 weights).
+
+`resolve()` is torch-free when the device is known (the memory plan and the window use it);
+`cpu_has_bf16()` reads the CPU's flags, not a guess from its name.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+HALF = ("bf16", "fp16")
+BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+BNB_INSTALL = "pip install bitsandbytes"
+
+
+@dataclass(frozen=True)
+class Storage:
+    dtype: str        # frozen weights that are not quantized: fp32, bf16, fp16
+    quantize: str     # none, 4bit, 8bit (the base's linear layers)
+    compute: str      # autocast: fp32 (none), bf16, fp16
+    why: str = ""     # what auto saw, for the run's first lines
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantize != "none"
+
+    def describe(self) -> str:
+        held = {"4bit": "4-bit NF4", "8bit": "8-bit"}.get(self.quantize)
+        base = f"{held} linear layers, the rest {self.dtype}" if held else self.dtype
+        return f"base held in {base}, computing in {self.compute}"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (Intel AMX or AVX512-BF16), read from
+    the flags the kernel reports; where there is no /proc/cpuinfo, from torch's own probe when
+    torch is already loaded. Apple silicon and others: False (torch's CPU bf16 matmul is emulated
+    there and slower than fp32)."""
+    flags = _cpu_flags()
+    if flags is not None:
+        return bool({"amx_bf16", "avx512_bf16"} & flags)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+        except Exception:   # a private probe: absent in some builds
+            return False
+    return False
+
+
+def _cpu_flags() -> set[str] | None:
+    override = os.environ.get("LORA_STUDIO_CPU_FLAGS")   # tests: pretend another CPU
+    if override is not None:
+        return set(override.replace(",", " ").split())
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return set()
+
+
+def bitsandbytes_installed() -> bool:
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def resolve(dtype: str, quantize: str, precision: str, device_type: str, *, gpu_bf16: bool = True,
+            variant: str | None = None) -> Storage:
+    """The storage and compute a run uses on `device_type` ("cpu", "cuda", "mps"). Raises
+    ConfigError with one line for a combination that cannot run, before anything is loaded."""
+    if quantize != "none":
+        if not bitsandbytes_installed():
+            raise ConfigError(f"model.quantize: {quantize} needs the bitsandbytes package ({BNB_INSTALL})")
+        if device_type not in ("cpu", "cuda"):
+            raise ConfigError(f"model.quantize: {quantize} runs on a CUDA GPU or a CPU (bitsandbytes), "
+                              f"this run is on {device_type}")
+    if dtype == "fp16" and device_type != "cuda":
+        raise ConfigError(f"model.dtype: fp16 needs a CUDA device, this run is on {device_type} (use bf16 or fp32)")
+    if dtype == "bf16" and device_type == "cuda" and not gpu_bf16:
+        raise ConfigError("model.dtype: this GPU does not support bf16 (use fp16 or fp32)")
+    why = ""
+    if precision != "auto":
+        compute = precision
+    elif dtype in HALF:
+        compute = dtype
+    elif device_type == "cuda":
+        compute = "bf16" if gpu_bf16 else "fp16"
+        why = "a GPU with bf16" if gpu_bf16 else "a GPU without bf16"
+    elif device_type == "cpu" and dtype != "fp32" and cpu_has_bf16():
+        compute = "bf16"
+        why = "this CPU has bf16 matrix units"
+    else:
+        compute = "fp32"
+    if dtype != "auto":
+        stored = dtype
+    else:
+        stored = compute if compute in HALF else "fp32"
+    if stored in HALF and compute != stored:
+        raise ConfigError(f"model.dtype: a base stored in {stored} computes in {stored}; set train.precision "
+                          f"to {stored} or auto (it is {precision})")
+    if variant == "delta-lora" and quantize != "none":
+        raise ConfigError(f"model.quantize: delta-lora moves the base weights W themselves, and a {quantize} W "
+                          "cannot take its small updates (use model.quantize = none; bf16 storage keeps the "
+                          "adapted layers' W in fp32)")
+    return Storage(stored, quantize, compute, why)
+
+
+def held_text(event: dict) -> str:
+    """How a run_started event's run computes and holds its base, for the CLI and the window:
+    'bf16', or 'bf16, base 4bit' when the base is held otherwise."""
+    compute, base, quantize = event.get("precision") or "", event.get("base_dtype"), event.get("quantize") or "none"
+    if quantize != "none":
+        return f"{compute}, base {quantize}"
+    if base and base != compute:
+        return f"{compute}, base {base}"
+    return compute
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def quantization_config(storage: Storage, skip: tuple[str, ...] = ()):
+    """transformers' BitsAndBytesConfig for a quantized storage (None when it is not).
+    The output head and a classifier stay unquantized: they are trained or tied."""
+    if not storage.quantized:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    # transformers' own default skip list is the output embedding; a classifier head is trained
+    # as a whole (modules_to_save), so it must stay a plain layer too
+    keep = ["lm_head", "score", "classifier", "qa_outputs", *skip]
+    if storage.quantize == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch_dtype(storage.compute),
+                                  llm_int8_skip_modules=keep)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
+
+
+def dense_weight(layer):
+    """The weight of a (possibly quantized) linear layer as a dense tensor in (out, in) layout
+    of its stored shape: bitsandbytes' 4- and 8-bit layers are de-quantized (peft's helper, one
+    layer at a time: the caller holds one dense copy at most); a plain layer's weight is
+    returned as is (no copy)."""
+    weight = getattr(layer, "weight", None)
+    if weight is None or not is_quantized_layer(layer):
+        return weight
+    from peft.utils.integrations import dequantize_module_weight
+
+    return dequantize_module_weight(layer)
+
+
+def is_quantized_layer(layer) -> bool:
+    cls = type(getattr(layer, "weight", None)).__name__
+    return cls in ("Params4bit", "Int8Params")
+
+
+def keep_4bit_differentiable(model) -> None:
+    """bitsandbytes' Linear4bit, on a CPU with AVX512-BF16, repacks its weight for a fused
+    inference kernel the first time it runs in eval mode on an input that needs no gradient
+    (an evaluation, a probe, LoRA-drop's sample), and keeps that layout. That kernel
+    (gemv_4bit) has no backward: training after it would silently pass no gradient through the
+    frozen layers to the adapters below. Training uses the differentiable path only."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
