@@ -259,6 +259,8 @@ def load_model(resolved: ResolvedModel, task: str, *, num_labels: int = 0, label
         model.config.pad_token_id = pad_token_id
     if storage is not None and storage.quantize == "4bit":
         storage_mod.keep_4bit_differentiable(model)
+    if storage is not None and storage.quantized:
+        storage_mod.release_checkpoint(model)
     return model
 
 
