@@ -203,7 +203,7 @@ def release_checkpoint(model) -> None:
         for name, param in list(module.named_parameters(recurse=False)):
             if not is_quantized_layer(module) or name != "weight":
                 param.data = param.data.clone()
-        for name, buf in list(module.named_buffers(recurse=False)):
+        for name, buf in list(module._buffers.items()):
             if buf is not None:
-                setattr(module, name, buf.clone()) if name in module._buffers else None
+                module._buffers[name] = buf.clone()
     gc.collect()
