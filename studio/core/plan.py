@@ -98,6 +98,8 @@ def gib(n: int | None) -> str:
 class Shapes:
     tensors: list[tuple[str, tuple[int, ...]]]
     config: dict
+    file_bytes: int = 0           # the safetensors files' tensor bytes (0: not safetensors)
+    file_itemsize: int = 0        # bytes an element in those files (the most common dtype)
 
     def get(self, *keys, default=None):
         inner = self.config.get("text_config") if isinstance(self.config.get("text_config"), dict) else {}
@@ -118,11 +120,18 @@ def model_shapes(source: str, config_source: str = "") -> Shapes:
     if folder and Path(folder, "config.json").is_file() and _safetensors_files(Path(folder)):
         config = json.loads(Path(folder, "config.json").read_text(encoding="utf-8"))
         tensors = []
+        file_bytes, itemsizes = 0, {}
         for f in _safetensors_files(Path(folder)):
             for name, meta in _safetensors_header(f).items():
                 if name != "__metadata__" and isinstance(meta, dict):
-                    tensors.append((name, tuple(int(d) for d in meta.get("shape", []))))
-        return Shapes(tensors, config)
+                    shape = tuple(int(d) for d in meta.get("shape", []))
+                    tensors.append((name, shape))
+                    start, end = meta.get("data_offsets", (0, 0))
+                    file_bytes += int(end) - int(start)
+                    if math.prod(shape):
+                        size = (int(end) - int(start)) // math.prod(shape)
+                        itemsizes[size] = itemsizes.get(size, 0) + math.prod(shape)
+        return Shapes(tensors, config, file_bytes, max(itemsizes, key=itemsizes.get) if itemsizes else 0)
     if str(info.get("path", "")).lower().endswith(".gguf"):
         meta, _, entries = read_gguf_header(info["path"])
         arch = str(meta.get("general.architecture", "llama"))
@@ -237,6 +246,16 @@ def estimate(cfg: RunConfig, *, device: str | None = None, free_bytes: int | Non
     runtime = RUNTIME_CPU if device == "cpu" else RUNTIME_CUDA
     peak = int(weights + adapter + optimizer + acts + runtime)
     notes = []
+    if device == "cpu" and shapes.file_bytes:
+        # Loading maps the checkpoint: its pages count in the process's memory while the weights
+        # are read, and a load that converts them (quantizes, or changes the dtype) holds the new
+        # weights beside them (bench_memory.py: 2.2 GB of mapped bf16 file beside a 4-bit ~1B model)
+        converts = held.quantized or shapes.file_itemsize != stored
+        load = int(shapes.file_bytes + (weights if converts else 0) + runtime)
+        if load > peak:
+            notes.append(f"the peak is while loading: the {gib(shapes.file_bytes)} checkpoint is mapped"
+                         + (" beside the converted weights" if converts else ""))
+            peak = load
     if distributed.World().distributed:
         notes.append("per process")
     if free_bytes is None and total_bytes is None:

@@ -97,6 +97,11 @@ def resolve(dtype: str, quantize: str, precision: str, device_type: str, *, gpu_
         if device_type not in ("cpu", "cuda"):
             raise ConfigError(f"model.quantize: {quantize} runs on a CUDA GPU or a CPU (bitsandbytes), "
                               f"this run is on {device_type}")
+        if quantize == "8bit" and device_type == "cpu":
+            # bitsandbytes 0.50's 8-bit layer trains on CUDA; on CPU its second forward in a
+            # training step finds its row scales gone (AttributeError in MatMul8bitFp): refuse it
+            raise ConfigError("model.quantize: 8bit trains on a CUDA GPU only; on this CPU use 4bit (NF4) or "
+                              "model.dtype = bf16")
     if dtype == "fp16" and device_type != "cuda":
         raise ConfigError(f"model.dtype: fp16 needs a CUDA device, this run is on {device_type} (use bf16 or fp32)")
     if dtype == "bf16" and device_type == "cuda" and not gpu_bf16:

@@ -310,6 +310,7 @@ class Session:
         self._timing: dict = {}   # train_s, telemetry_s (during training), final_telemetry_s
         self.telemetry = None
         self._paused_s = 0.0
+        self._estimate = ""   # the memory plan's peak, told beside an out-of-memory failure
         self.world = distributed.world()   # one process, or one of several (accelerate launch)
 
     # -- the run -----------------------------------------------------------------------------
@@ -337,10 +338,10 @@ class Session:
         except KeyboardInterrupt:
             error, exit_code, status = "interrupted", 130, "stopped"
         except MemoryError:
-            error = _out_of_memory("cpu")
+            error = _out_of_memory("cpu", self._estimate)
         except Exception as e:  # a bug or a library failure: one line for people, the trace in the folder
             full = self._as_disk_full(e)
-            oom = _out_of_memory_in(e)
+            oom = _out_of_memory_in(e, self._estimate)
             if not self.world.is_main and distributed.lost_peer(e):
                 error, exit_code = distributed.LOST_PEER, 1   # the failed process says why
             elif full is not None:
@@ -568,6 +569,7 @@ class Session:
             self.tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
             self._progress(f"warning: {cfg.model.source} has no chat template: the conversations are laid out "
                            "as ChatML, and that template is saved with the adapter")
+        self._estimate = _plan_estimate(cfg, str(resolved.path), device)
         self._progress(f"loading the base model ({held.describe()}" + (f": {held.why})" if held.why else ")"))
         # The adapter is fp32 whatever the base (master weights; peft upcasts it over a half
         # base), and bf16/fp16 compute is autocast on top. Delta-LoRA keeps the W it moves in
@@ -592,7 +594,10 @@ class Session:
                            state=dict(saved_state))
         transformers.set_seed(cfg.train.seed)
         model = build_checked(variant, base, opts, ctx)   # a target or rank the model refutes: ConfigError
-        model.to(device)
+        if not held.quantized:
+            # peft puts each adapter on its layer's device already; bitsandbytes' 8-bit layers
+            # lose their scales to a .to() after their first forward (the batch-layout probe)
+            model.to(device)
         self.model = model
         self._check_cancelled()
         self._open_run_folder()
@@ -660,9 +665,9 @@ class Session:
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         except torch.cuda.OutOfMemoryError:
-            raise TrainingError(_out_of_memory("cuda")) from None
+            raise TrainingError(_out_of_memory("cuda", self._estimate)) from None
         except MemoryError:
-            raise TrainingError(_out_of_memory("cpu")) from None
+            raise TrainingError(_out_of_memory("cpu", self._estimate)) from None
         finally:
             # bf16/fp16: accelerate wrapped model.forward in autocast and the Trainer leaves it so;
             # restore the plain forward, so the model computes in its own fp32 after the run
@@ -835,22 +840,38 @@ def _release(run_dir: Path) -> None:
         pass
 
 
-def _out_of_memory(kind: str) -> str:
+def _out_of_memory(kind: str, estimate: str = "") -> str:
     where = {"cuda": "GPU memory", "mps": "GPU memory (Apple)"}.get(kind, "memory (RAM)")
-    return (f"out of {where}: lower train.batch_size or data.max_seq_len, or set "
+    beside = f" ({estimate})" if estimate else ""
+    return (f"out of {where}{beside}: lower train.batch_size or data.max_seq_len, or set "
             "train.gradient_checkpointing = true (the checkpoints saved so far are kept)")
 
 
-def _out_of_memory_in(e: BaseException) -> str | None:
+def _out_of_memory_in(e: BaseException, estimate: str = "") -> str | None:
     """The out-of-memory sentence for an allocator's error that is not a MemoryError, else None."""
     text = str(e)
     if type(e).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text:
-        return _out_of_memory("cuda")
+        return _out_of_memory("cuda", estimate)
     if "MPS backend out of memory" in text:
-        return _out_of_memory("mps")
+        return _out_of_memory("mps", estimate)
     if "can't allocate memory" in text or "DefaultCPUAllocator" in text:
-        return _out_of_memory("cpu")
+        return _out_of_memory("cpu", estimate)
     return None
+
+
+def _plan_estimate(cfg: RunConfig, source: str, device) -> str:
+    """'the plan estimated a peak of ~3.1 GiB with 2.0 GiB free': the memory plan of this run,
+    told beside an out-of-memory failure ("" when the model's shapes cannot be read)."""
+    from . import plan
+
+    try:
+        cfg = cfg.copy()
+        cfg.model.source = source
+        est = plan.estimate(cfg, device=device.type if device.type in ("cpu", "cuda") else "cpu")
+    except Exception:   # a remote-code or odd model: the failure is told without it
+        return ""
+    free = f" with {plan.gib(est.free_bytes)} free" if est.free_bytes is not None else ""
+    return f"the memory plan estimated a peak of ~{plan.gib(est.peak_bytes)}{free} when the run started"
 
 
 def _one_line(e: BaseException) -> str:

@@ -2,6 +2,7 @@
 
     .venv/bin/python tests/bench/bench_memory.py                 # the ~1B Llama (issue 18), ~15 min on 2 cores
     .venv/bin/python tests/bench/bench_memory.py --model smollm2 # the bundled SmolLM2-135M, ~3 min
+    .venv/bin/python tests/bench/bench_memory.py --checkpointing # every arm with gradient checkpointing
 
 Each arm is a real `lora-studio train` in its own process, 2 optimizer steps on the bundled text
 sample packed into full blocks; its peak RSS is the kernel's (os.wait4's ru_maxrss for that process alone). Beside it,
@@ -115,6 +116,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--checkpointing", action="store_true", help="train.gradient_checkpointing = true "
+                        "in every arm (as QLoRA runs do)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep-model", metavar="DIR", help="build the ~1B model into DIR once and reuse it")
     args = parser.parse_args(argv)
@@ -133,7 +136,8 @@ def main(argv=None) -> int:
         results = {}
         for arm in args.arms.split(","):
             print(f"{arm} ...", file=sys.stderr)
-            results[arm] = run_arm(source, ARMS[arm], tmp / "runs", args.steps, args.batch, args.length)
+            sets = ARMS[arm] + (["train.gradient_checkpointing=true"] if args.checkpointing else [])
+            results[arm] = run_arm(source, sets, tmp / "runs", args.steps, args.batch, args.length)
             r = results[arm]
             print(f"{arm}: peak RSS {r['peak_bytes'] / 2**30:.2f} GiB (anonymous {r['anon_peak_bytes'] / 2**30:.2f} "
                   f"at {r['anon_peak_at_s']:.0f} s, file-backed {r['file_peak_bytes'] / 2**30:.2f}), plan "
@@ -142,7 +146,8 @@ def main(argv=None) -> int:
         if args.json:
             print(json.dumps(results, indent=1))
         base = results.get("fp32", {}).get("peak_bytes")
-        print(f"\nmodel {args.model}, batch {args.batch} x {args.length} tokens, {args.steps} steps, CPU\n")
+        print(f"\nmodel {args.model}, batch {args.batch} x {args.length} tokens, {args.steps} steps, CPU, gradient "
+              f"checkpointing {'on' if args.checkpointing else 'off'}\n")
         print("| storage | peak RSS | vs fp32 | peak anonymous | plan | plan / measured |")
         print("| --- | --- | --- | --- | --- | --- |")
         for arm, r in results.items():

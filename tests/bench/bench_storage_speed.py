@@ -47,10 +47,10 @@ def matmul_rate(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n ** 3 * repeats / (time.perf_counter() - started)
 
 
-def studio_arm(sets: list[str], steps: int, out: Path) -> dict:
-    base = [f"data.path={DATA}", "data.max_seq_len=1024", "train.batch_size=4", f"train.max_steps={steps}",
+def studio_arm(sets: list[str], steps: int, out: Path, batch: int = 4, seed: int = 0) -> dict:
+    base = [f"data.path={DATA}", "data.max_seq_len=1024", f"train.batch_size={batch}", f"train.max_steps={steps}",
             "train.learning_rate=2e-4", "train.save_every=0", f"train.eval_every={steps}", "data.eval_fraction=0.1",
-            "train.gallery=false", f"train.output_dir={out}", "telemetry.every=0", "train.seed=0"]
+            "train.gallery=false", f"train.output_dir={out}", "telemetry.every=0", f"train.seed={seed}"]
     cmd = [sys.executable, "-m", "studio", "train", str(ROOT / "resources/configs/default.toml"), "--json"]
     cmd += [a for s in base + sets for a in ("--set", s)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -65,7 +65,7 @@ def studio_arm(sets: list[str], steps: int, out: Path) -> dict:
             "held": f"{started.get('precision')}, base {started.get('base_dtype')}"}
 
 
-def stock_arm(model_dir: str, steps: int, bf16: bool) -> dict:
+def stock_arm(model_dir: str, steps: int, bf16: bool, batch: int = 4) -> dict:
     from transformers import TrainerCallback
 
     import stock_train
@@ -84,7 +84,7 @@ def stock_arm(model_dir: str, steps: int, bf16: bool) -> dict:
         def on_step_end(self, args, state, control, **kwargs):
             times.append(time.perf_counter())
 
-    trainer = stock_train.build_trainer(model_dir, str(DATA), max_seq_len=1024, batch_size=4, max_steps=steps,
+    trainer = stock_train.build_trainer(model_dir, str(DATA), max_seq_len=1024, batch_size=batch, max_steps=steps,
                                         lr_scheduler="constant", collator_wrapper=wrap, callbacks=[Clock()],
                                         device="cpu", verbose=False, bf16=bf16)
     started = time.perf_counter()
@@ -99,6 +99,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--arms", default="studio-auto,studio-fp32,stock-fp32,stock-bf16")
+    parser.add_argument("--seed", type=int, default=0, help="the studio arms' train.seed")
+    parser.add_argument("--batch", type=int, default=4, help="examples a step (the issue's set-up: 4)")
     args = parser.parse_args(argv)
     import torch
 
@@ -110,13 +112,13 @@ def main(argv=None) -> int:
     for arm in args.arms.split(","):
         print(f"{arm} ...", file=sys.stderr)
         if arm == "studio-auto":
-            results[arm] = studio_arm([], args.steps, tmp / arm)
+            results[arm] = studio_arm([], args.steps, tmp / arm, args.batch, args.seed)
         elif arm == "studio-fp32":
-            results[arm] = studio_arm(["model.dtype=fp32", "train.precision=fp32"], args.steps, tmp / arm)
+            results[arm] = studio_arm(["model.dtype=fp32", "train.precision=fp32"], args.steps, tmp / arm, args.batch, args.seed)
         elif arm == "stock-fp32":
-            results[arm] = stock_arm(model_dir, args.steps, bf16=False)
+            results[arm] = stock_arm(model_dir, args.steps, bf16=False, batch=args.batch)
         elif arm == "stock-bf16":
-            results[arm] = stock_arm(model_dir, args.steps, bf16=True)
+            results[arm] = stock_arm(model_dir, args.steps, bf16=True, batch=args.batch)
         print(f"{arm}: {results[arm]}", file=sys.stderr)
     from safetensors import safe_open
 
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
     if config.get("tie_word_embeddings", False):
         matmul_params += config["vocab_size"] * config["hidden_size"]   # the output layer reuses the embedding
     peaks = {d: matmul_rate(d) for d in ("bf16", "fp32")}
-    print(f"\nSmolLM2-135M, LoRA r16 all-linear, chat_long_sample, max_seq_len 1024, batch 4, {args.steps} steps, "
+    print(f"\nSmolLM2-135M, LoRA r16 all-linear, chat_long_sample, max_seq_len 1024, batch {args.batch}, {args.steps} steps, "
           f"{torch.get_num_threads()} threads; matmul 2048^3: bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s, "
           f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s\n")
     base = results.get("studio-fp32", {}).get("tokens_per_s")

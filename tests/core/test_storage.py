@@ -175,6 +175,9 @@ def test_variant_trains_on_storage_and_reloads_in_stock_peft(variant, held, tiny
     # the adapter and its optimizer state are fp32 master weights, whatever the base
     trainable = [p for p in session.model.parameters() if p.requires_grad]
     assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    # constants stay constants: peft's upcast over a half base made AdaLoRA's ranknum trainable
+    ranknums = [p for n, p in session.model.named_parameters() if ".ranknum." in n]
+    assert all(not p.requires_grad and p.item() == VARIANT_CASES[variant]["init_r"] for p in ranknums)
 
     enc = session.tokenizer(["The capital of France is Paris.", "Convert 3 kilometres to metres!"],
                             return_tensors="pt", padding=True)
@@ -295,3 +298,66 @@ def test_merged_export_of_a_bf16_or_4bit_run_equals_stock_peft_merge(held, tiny_
     assert {t.dtype for t in load_file(str(auto / "model.safetensors")).values()} == {torch.float32}
     merged = AutoModelForCausalLM.from_pretrained(str(out)).eval()
     assert merged.dtype == torch.bfloat16
+
+
+# -- telemetry on a quantized base ------------------------------------------------------------------
+
+@needs_bnb
+@pytest.mark.parametrize("name", ["lora", "dora", "vera", "adalora"])
+def test_telemetry_on_a_4bit_base_is_exact(name, tiny_llama):
+    """Spectra, DoRA's ΔM/ΔD and ‖ΔW‖/‖W0‖ on a 4-bit base equal a float64 computation from the
+    de-quantized W0 (the weights the model multiplies with), to test_telemetry's tolerance: the
+    telemetry de-quantizes layer by layer and loses nothing to the 4-bit storage."""
+    from test_telemetry import CASES, TOL, _measure, _randomize, rel_err
+    from studio.core.models import ResolvedModel, load_model
+    from studio.core.telemetry.monitor import RELATIVE_UPDATE
+    from studio.core.telemetry.spectra import dense_svdvals
+    from studio.core.telemetry.updates import peft_updates
+    from studio.core.variants import BuildContext, get_variant
+
+    resolved = ResolvedModel(tiny_llama, tiny_llama, "folder", "-")
+    base = load_model(resolved, "causal-lm", storage=storage.resolve("auto", "4bit", "fp32", "cpu"),
+                      device=torch.device("cpu"))
+    variant = get_variant(name)
+    opts = variant.options_cls(**CASES[name])
+    opts.check()
+    ctx = BuildContext(task="causal-lm", total_steps=10, learning_rate=1e-2, device=torch.device("cpu"))
+    model = variant.build(base, opts, ctx)
+    _randomize(model, seed=7)
+    events = _measure(variant, opts, model)
+    updates = peft_updates(model)
+    assert len(updates) == 14 and all(storage.is_quantized_layer(u.base_layer) for u in updates)
+    worst = {"sv": 0.0, "dM": 0.0, "dD": 0.0, "imp": 0.0}
+    for u in updates:
+        w0 = storage.dense_weight(u.base_layer).double()          # the NF4 weight, de-quantized
+        v = w0 + u.lowrank()
+        if u.is_dora:   # diag(m / ‖W0 + sBA‖_row)·(W0 + sBA), written out here
+            w_eff = (u.magnitude.double() / v.norm(dim=1))[:, None] * v
+        else:
+            w_eff = v
+        delta = w_eff - w0
+        worst["sv"] = max(worst["sv"], rel_err(events["spectra"]["layers"][u.name]["sv"], dense_svdvals(delta)))
+        m0, mt = w0.norm(dim=1), w_eff.norm(dim=1)
+        dM, dD = float((mt - m0).abs().mean()), float((1 - (w_eff * w0).sum(1) / (m0 * mt)).mean())
+        got = events["decomposition"]["layers"][u.name]
+        worst["dM"] = max(worst["dM"], abs(got["dM"] - dM) / dM)
+        worst["dD"] = max(worst["dD"], abs(got["dD"] - dD) / dD)
+        imp = float(delta.norm() / w0.norm())
+        worst["imp"] = max(worst["imp"], abs(events[RELATIVE_UPDATE]["layers"][u.name] - imp) / imp)
+    assert max(worst.values()) <= TOL, worst
+
+
+# -- 8-bit -----------------------------------------------------------------------------------------------
+
+@needs_bnb
+def test_8bit_on_cpu_is_refused_before_the_model_loads(tiny_llama, tmp_path, recorder):
+    """bitsandbytes 0.50's 8-bit layers break in a CPU training step (their row scales are gone
+    at the second forward); the run says so in one line and makes no run folder."""
+    raw = _config(tiny_llama, tmp_path, "lora", "fp32").to_dict()
+    raw["model"].update(dtype="auto", quantize="8bit")
+    raw["train"]["precision"] = "auto"
+    result = Session(RunConfig.from_dict(raw, "test")).run(sink=recorder)
+    assert result.status == "failed" and result.run_dir is None
+    assert result.error == ("model.quantize: 8bit trains on a CUDA GPU only; on this CPU use 4bit (NF4) or "
+                            "model.dtype = bf16")
+    assert not recorder.of("run_started")
