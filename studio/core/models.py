@@ -227,14 +227,19 @@ def load_model(resolved: ResolvedModel, task: str, *, num_labels: int = 0, label
     if storage is not None and storage.quantize == "8bit":
         # bitsandbytes' int8 matmul says on every call that it casts its input to fp16
         warnings.filterwarnings("ignore", message="MatMul8bitLt")
+    # a quantized load on CPU: the mapped checkpoint's pages are handed back as it goes
+    paging = storage_mod.PageOutWhileLoading(
+        sorted(Path(resolved.path).glob("*.safetensors"))
+        if storage is not None and storage.quantized and (device is None or device.type == "cpu") else [])
     try:
-        if task == "causal-lm":
-            model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
-        else:
-            names = label_names or [str(i) for i in range(num_labels)]
-            model = AutoModelForSequenceClassification.from_pretrained(
-                resolved.path, num_labels=len(names), id2label=dict(enumerate(names)),
-                label2id={n: i for i, n in enumerate(names)}, **kwargs)
+        with paging:
+            if task == "causal-lm":
+                model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
+            else:
+                names = label_names or [str(i) for i in range(num_labels)]
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    resolved.path, num_labels=len(names), id2label=dict(enumerate(names)),
+                    label2id={n: i for i, n in enumerate(names)}, **kwargs)
     except ValueError as e:
         raise ModelError(f"model.source: {resolved.source}: cannot be loaded for task '{task}' "
                          f"({_first_line(e)})") from None

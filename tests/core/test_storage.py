@@ -361,3 +361,30 @@ def test_8bit_on_cpu_is_refused_before_the_model_loads(tiny_llama, tmp_path, rec
     assert result.error == ("model.quantize: 8bit trains on a CUDA GPU only; on this CPU use 4bit (NF4) or "
                             "model.dtype = bf16")
     assert not recorder.of("run_started")
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="madvise and /proc are Linux's")
+def test_page_out_hands_a_mapped_checkpoint_back_and_keeps_its_values(tmp_path):
+    """PageOutWhileLoading (a quantized load on CPU): the pages of a mapped safetensors file leave
+    the process's resident memory, and the tensors read from it still hold the file's values."""
+    import os
+    import time
+
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.arange(64 * 2 ** 20 // 4, dtype=torch.float32)}, str(path))   # 64 MiB
+
+    def rss_file() -> int:
+        fields = dict(line.split(":", 1) for line in open(f"/proc/{os.getpid()}/status") if ":" in line)
+        return int(fields["RssFile"].split()[0]) * 1024
+
+    before = rss_file()
+    mapped = load_file(str(path))["w"]          # safetensors maps the file; touch every page
+    assert float(mapped.sum()) > 0
+    assert rss_file() - before > 48 * 2 ** 20
+    paging = storage.PageOutWhileLoading([path], every=0.05)
+    with paging:
+        time.sleep(0.3)
+    assert rss_file() - before < 16 * 2 ** 20
+    assert torch.equal(mapped, torch.arange(64 * 2 ** 20 // 4, dtype=torch.float32))
