@@ -246,11 +246,12 @@ def estimate(cfg: RunConfig, *, device: str | None = None, free_bytes: int | Non
     runtime = RUNTIME_CPU if device == "cpu" else RUNTIME_CUDA
     peak = int(weights + adapter + optimizer + acts + runtime)
     notes = []
-    if device == "cpu" and shapes.file_bytes:
+    if device == "cpu" and shapes.file_bytes and not held.quantized:
         # Loading maps the checkpoint: its pages count in the process's memory while the weights
-        # are read, and a load that converts them (quantizes, or changes the dtype) holds the new
-        # weights beside them (bench_memory.py: 2.2 GB of mapped bf16 file beside a 4-bit ~1B model)
-        converts = held.quantized or shapes.file_itemsize != stored
+        # are read, and a load that changes their dtype holds the new weights beside them
+        # (bench_memory.py: fp32 from a ~1B bf16 file, 2.2 GB of file beside 4.4 GB of weights).
+        # A quantized load hands the file's pages back as it goes (storage.PageOutWhileLoading).
+        converts = shapes.file_itemsize != stored
         load = int(shapes.file_bytes + (weights if converts else 0) + runtime)
         if load > peak:
             notes.append(f"the peak is while loading: the {gib(shapes.file_bytes)} checkpoint is mapped"
