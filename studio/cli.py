@@ -6,6 +6,8 @@
     lora-studio train --resume RUN_FOLDER                          continue from its last checkpoint
     lora-studio launch CONFIG.toml --processes N [--cpu]           train on N processes (accelerate, DDP)
     lora-studio variants [--options]                               the variants and their options
+    lora-studio models [--json] [--filter TEXT]                    models already here (see cli_models.py)
+    lora-studio plan CONFIG.toml [--json]                          estimated peak memory (see cli_plan.py)
     lora-studio gallery|export|combine|resize|generate ...         finished adapters (see cli_gallery.py)
 
 Exit codes: 0 success, 1 a failure while training, 2 bad input (config, dataset, model), 130
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 from studio.cli_gallery import COMMANDS as GALLERY_COMMANDS
+from studio.core.storage import held_text
 from studio.core.telemetry.monitor import RELATIVE_UPDATE
 
 
@@ -69,7 +72,7 @@ class ProgressSink:
             self._line(f"{event['config']['variant']['name']}: {event['trainable_params']:,} trainable of "
                        f"{event['total_params']:,} parameters, {len(event['adapted_layers'])} adapted layers, "
                        f"{event.get('train_examples', '?')} training examples on {event['device']} "
-                       f"({event.get('precision', '')})")
+                       f"({held_text(event)})")
         elif kind == "step":
             self.total = event.get("total_steps") or self.total
             self.loss = event.get("loss")
@@ -185,6 +188,13 @@ def cmd_train(args) -> int:
             _err("train: --set cannot change a run being resumed (it continues with the config.toml "
                  "in its folder); start a new run instead")
             return 2
+        if args.preset and args.resume:
+            _err("train: --preset cannot change a run being resumed; start a new run instead")
+            return 2
+        if args.preset:   # first: --set values given with it win
+            from studio.core.presets import apply_preset
+
+            config = apply_preset(config, args.preset)
         if args.set:
             config = config.with_overrides(args.set)
     except StudioError as e:
@@ -273,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help="the run config, e.g. resources/configs/default.toml")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override one config key (repeatable), e.g. --set train.max_steps=50")
+    train.add_argument("--preset", metavar="NAME", help="a starting point by model size: small, 1-3b, 7-8b, 13b+ "
+                       "(storage, rank, batch, length, learning rate, checkpointing; --set wins)")
     train.add_argument("--resume", metavar="RUN_FOLDER", help="continue a run from its last checkpoint")
     train.add_argument("--json", action="store_true", help="print every event as a JSON line on stdout")
     train.set_defaults(func=cmd_train)
@@ -290,10 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.cli_info import add_command as add_info_command
 
     add_info_command(sub)
+    from studio.cli_models import add_command as add_models_command
+
+    add_models_command(sub)
+    from studio.cli_plan import add_command as add_plan_command
+
+    add_plan_command(sub)
     return parser
 
 
-COMMANDS = ("train", "launch", "variants", "gui", "info") + GALLERY_COMMANDS
+COMMANDS = ("train", "launch", "variants", "gui", "info", "models", "plan") + GALLERY_COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:

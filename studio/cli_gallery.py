@@ -5,7 +5,7 @@
     lora-studio gallery add RUN_FOLDER [--name N]     add a run's adapter (runs add themselves)
     lora-studio gallery import FOLDER [--name N] [--base MODEL]   a PEFT adapter made elsewhere
     lora-studio gallery rename NAME NEW | note NAME TEXT | delete NAME [--yes]
-    lora-studio export ADAPTER (--merged OUT | --adapter OUT) [--force]
+    lora-studio export ADAPTER (--merged OUT [--dtype auto|fp32|bf16|fp16] | --adapter OUT) [--force]
     lora-studio combine A B [...] [--weights 1,1] [--method linear] [--density 0.5] [--name N]
     lora-studio resize ADAPTER (--rank K | --energy 0.9) [--name N]
     lora-studio generate ADAPTER PROMPT [--max-new-tokens 128] [--temperature 0]
@@ -157,7 +157,7 @@ def cmd_export(args) -> int:
     entry = _entry(args.adapter)
     args._progress = progress = _Progress()
     if args.merged:
-        out = export.export_merged(entry, args.merged, overwrite=args.force, progress=progress)
+        out = export.export_merged(entry, args.merged, overwrite=args.force, progress=progress, dtype=args.dtype)
     else:
         out = export.export_adapter(entry, args.adapter_out, overwrite=args.force, progress=progress)
     progress.done()
@@ -277,6 +277,8 @@ def add_commands(sub) -> None:
     what = export.add_mutually_exclusive_group(required=True)
     what.add_argument("--merged", metavar="OUT", help="a Hugging Face model folder with the adapter merged in")
     what.add_argument("--adapter", dest="adapter_out", metavar="OUT", help="the PEFT adapter folder alone")
+    export.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="--merged: the merged weights' dtype (auto: the base model's own)")
     export.add_argument("--force", action="store_true", help="replace OUT if it exists and is not empty")
     export.set_defaults(func=cmd_export)
 

@@ -14,6 +14,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+# first, as the CLI and the window do: it keeps bitsandbytes (which peft imports) off the hub
+import studio.core  # noqa: E402,F401
 from tiny_models import make_tiny_bert, make_tiny_llama  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,6 +29,13 @@ class ModelSection:
     task: str = option("causal-lm", "What the model learns to do",
                        choices=("causal-lm", "sequence-classification"))
     trust_remote_code: bool = option(False, "Run Python code shipped with a hub model (only if you trust it)")
+    # how the frozen base is held (storage.py); the adapter and its optimizer state stay fp32
+    dtype: str = option("auto", "Storage of the frozen base: auto is bf16 on a GPU with bf16 and on a CPU "
+                                "with bf16 matrix units (AMX, AVX512-BF16), fp32 elsewhere",
+                        choices=("auto", "fp32", "bf16", "fp16"))
+    quantize: str = option("none", "Hold the frozen base's linear layers in 4 bits (NF4, QLoRA) or 8 bits "
+                                   "(bitsandbytes): about 1/7 or 1/4 of fp32's memory",
+                           choices=("none", "4bit", "8bit"))
 
 
 @dataclass
@@ -300,17 +307,22 @@ def legacy_options(config: RunConfig, saved: Path) -> RunConfig:
     from .variants import get_variant
 
     try:
-        raw = tomllib.loads(Path(saved).read_text(encoding="utf-8-sig")).get("variant", {})
+        doc = tomllib.loads(Path(saved).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return config    # reading the config itself reports what is wrong with it
-    if not isinstance(raw, dict):
+    raw, model = doc.get("variant", {}), doc.get("model", {})
+    if not isinstance(raw, dict) or not isinstance(model, dict):
         return config
     missing = {f.name: f.metadata["legacy"] for f in dataclasses.fields(get_variant(config.variant_name).options_cls)
                if "legacy" in f.metadata and f.name not in raw}
-    if not missing:
+    # before model.dtype existed the base was held in fp32 (and a CPU computed in fp32)
+    old_storage = "dtype" not in model
+    if not missing and not old_storage:
         return config
     out = config.copy()
     out.variant = {**config.variant, **missing}
+    if old_storage:
+        out.model.dtype = "fp32"
     return out
 
 

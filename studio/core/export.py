@@ -191,9 +191,15 @@ def load_adapted(entry: Entry, *, dtype=None, device=None, report: Reporter | No
     check_adapter_files(entry.path, resolved.path)
     try:
         # low_cpu_mem_usage: the adapter's tensors are created empty and filled from the file
-        # (no random init that the file overwrites anyway); AdaLoRA cannot be built that way
+        # (no random init that the file overwrites anyway); AdaLoRA cannot be built that way.
+        # Not on a bf16/fp16 base: peft then fills the adapter in the base's dtype and widens it
+        # back to fp32, rounding every factor to 8 bits (a merged bf16 export was off by up to
+        # 30 bf16 steps; tests/core/test_storage.py)
+        import torch
+
+        half = next(base.parameters()).dtype in (torch.bfloat16, torch.float16)
         model = PeftModel.from_pretrained(base, str(entry.path),
-                                          low_cpu_mem_usage=entry.config.get("peft_type") == "LORA")
+                                          low_cpu_mem_usage=entry.config.get("peft_type") == "LORA" and not half)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise GalleryError(f"{entry.path}: stock PEFT could not load this adapter on {entry.base_model} "
@@ -280,17 +286,31 @@ def merge_layers(model, report: Reporter, start: float = 0.2, end: float = 0.7):
         return model.merge_and_unload()
 
 
+MERGE_DTYPES = ("auto", "fp32", "bf16", "fp16")
+
+
 def export_merged(entry: Entry, out_dir, *, overwrite: bool = False, progress=None, should_stop=None,
-                  gallery: Gallery | None = None, durable: bool = False) -> Path:
+                  gallery: Gallery | None = None, durable: bool = False, dtype: str = "auto") -> Path:
     """Merge the adapter into its base model and write a standard Hugging Face folder
     (safetensors, config.json, generation_config.json, tokenizer) that stock transformers loads
-    with no PEFT. The base is loaded in the dtype it is stored in."""
+    with no PEFT, in `dtype`: "auto" is the base's own dtype (its config's), else fp32, bf16 or
+    fp16. The base is loaded from its original weights in that dtype, never from a 4-bit copy,
+    whatever storage the run trained on (a QLoRA adapter merges into the full-precision base,
+    as QLoRA does), and merged one layer at a time in place (merge_layers)."""
+    if dtype not in MERGE_DTYPES:
+        raise GalleryError(f"--dtype: expected one of {', '.join(MERGE_DTYPES)}, got '{dtype}'")
     report = Reporter(progress, should_stop)
     out = _check_out(out_dir, gallery, overwrite, entry)
     # the tokenizer is copied file by file, not loaded: it is exactly what the adapter used
     resolved = resolve_base(entry)
     tokenizer = tokenizer_files(entry, resolved)
-    model, _ = load_adapted(entry, dtype="auto", report=report, with_tokenizer=False)
+    if dtype == "auto":
+        torch_dtype = "auto"
+    else:
+        from .storage import torch_dtype as to_torch
+
+        torch_dtype = to_torch(dtype)
+    model, _ = load_adapted(entry, dtype=torch_dtype, report=report, with_tokenizer=False)
     if getattr(model.config, "pad_token_id", None) is None:   # as training set it (batches need it)
         model.config.pad_token_id = pad_token_id(tokenizer)
     merged = merge_layers(model, report)

@@ -93,6 +93,17 @@ def packed_sdpa_forward(module, query, key, value, attention_mask, dropout: floa
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     segments = kwargs.pop("studio_segments", None)
+    if query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16):
+        # On CPU, torch's flash attention backward in bf16 runs ~3x slower than in fp32 (measured on
+        # SmolLM2-135M, 120 calls a step: 329 ms against 105 ms), so attention computes in fp32 and
+        # hands back the dtype it was given; it is also the more exact of the two
+        dtype = query.dtype
+        with torch.autocast("cpu", enabled=False):   # autocast would cast them back to bf16
+            out, weights = packed_sdpa_forward(module, query.float(), key.float(), value.float(),
+                                               attention_mask if attention_mask is None or attention_mask.dtype == torch.bool
+                                               else attention_mask.float(), dropout=dropout, scaling=scaling,
+                                               is_causal=is_causal, studio_segments=segments, **kwargs)
+        return out.to(dtype), weights
     if segments is None or query.shape[2] != key.shape[2] or len(segments) != query.shape[0]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)

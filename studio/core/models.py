@@ -199,22 +199,47 @@ def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
 
 
 def load_model(resolved: ResolvedModel, task: str, *, num_labels: int = 0, label_names: list[str] | None = None,
-               dtype=None, trust_remote_code: bool = False, pad_token_id: int | None = None):
-    """Load the base model for `task` ("causal-lm" or "sequence-classification")."""
+               dtype=None, trust_remote_code: bool = False, pad_token_id: int | None = None,
+               storage=None, device=None):
+    """Load the base model for `task` ("causal-lm" or "sequence-classification"), in `dtype`, or
+    held as `storage` says (storage.py: a dtype, and bitsandbytes quantization placed on `device`
+    while loading)."""
+    import warnings
+
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from . import storage as storage_mod
 
     # safetensors only (no pickle), and nothing fetched: a hub model was downloaded by resolve_source
     kwargs = {"trust_remote_code": trust_remote_code, "use_safetensors": True, "local_files_only": True}
+    if storage is not None:
+        dtype = storage_mod.torch_dtype(storage.dtype)
+        quantization = storage_mod.quantization_config(storage)
+        if quantization is not None:
+            kwargs["quantization_config"] = quantization
+            index = getattr(device, "index", None)
+            kwargs["device_map"] = {"": (f"{device.type}:{index}" if index is not None else device.type)
+                                    if device is not None else "cpu"}
     if dtype is not None:
         kwargs["dtype"] = dtype
+    if storage is not None and storage.quantized:   # transformers' bnb path calls a deprecated name
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+    if storage is not None and storage.quantize == "8bit":
+        # bitsandbytes' int8 matmul says on every call that it casts its input to fp16
+        warnings.filterwarnings("ignore", message="MatMul8bitLt")
+    # a quantized load on CPU: the mapped checkpoint's pages are handed back as it goes
+    paging = storage_mod.PageOutWhileLoading(
+        sorted(Path(resolved.path).glob("*.safetensors"))
+        if storage is not None and storage.quantized and (device is None or device.type == "cpu") else [])
     try:
-        if task == "causal-lm":
-            model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
-        else:
-            names = label_names or [str(i) for i in range(num_labels)]
-            model = AutoModelForSequenceClassification.from_pretrained(
-                resolved.path, num_labels=len(names), id2label=dict(enumerate(names)),
-                label2id={n: i for i, n in enumerate(names)}, **kwargs)
+        with paging:
+            if task == "causal-lm":
+                model = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
+            else:
+                names = label_names or [str(i) for i in range(num_labels)]
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    resolved.path, num_labels=len(names), id2label=dict(enumerate(names)),
+                    label2id={n: i for i, n in enumerate(names)}, **kwargs)
     except ValueError as e:
         raise ModelError(f"model.source: {resolved.source}: cannot be loaded for task '{task}' "
                          f"({_first_line(e)})") from None
@@ -237,6 +262,10 @@ def load_model(resolved: ResolvedModel, task: str, *, num_labels: int = 0, label
                          f"({_first_line(e)[:300]})") from None
     if pad_token_id is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_token_id
+    if storage is not None and storage.quantize == "4bit":
+        storage_mod.keep_4bit_differentiable(model)
+    if storage is not None and storage.quantized:
+        storage_mod.release_checkpoint(model)
     return model
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import distributed
+from . import distributed, storage
 from .config import RunConfig, legacy_options, resolved_paths
 from .errors import ConfigError, StudioError, TrainingError
 from .paths import DiskFullError, atomic_dir, disk_full_error, fsync_file, sweep_stale, write_text_atomic
@@ -105,19 +105,19 @@ def pick_device(requested: str):
     return torch.device(requested)
 
 
-def pick_precision(requested: str, device) -> str:
+def pick_storage(cfg: RunConfig, device) -> "storage.Storage":
+    """How this run holds its base and computes (storage.py has the rules); bad combinations
+    are one ConfigError, raised before anything is loaded."""
     import torch
 
-    if requested == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
-    if requested == "fp16" and device.type != "cuda":
+    gpu_bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    if cfg.train.precision == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.precision: fp16 needs a CUDA device, this run is on {device.type} "
                           "(use fp32 or bf16)")
-    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if cfg.train.precision == "bf16" and not gpu_bf16:
         raise ConfigError("train.precision: this GPU does not support bf16 (use fp16 or fp32)")
-    return requested
+    return storage.resolve(cfg.model.dtype, cfg.model.quantize, cfg.train.precision, device.type,
+                           gpu_bf16=gpu_bf16, variant=cfg.variant_name)
 
 
 def planned_steps(n_train: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int,
@@ -310,6 +310,7 @@ class Session:
         self._timing: dict = {}   # train_s, telemetry_s (during training), final_telemetry_s
         self.telemetry = None
         self._paused_s = 0.0
+        self._estimate = ""   # the memory plan's peak, told beside an out-of-memory failure
         self.world = distributed.world()   # one process, or one of several (accelerate launch)
 
     # -- the run -----------------------------------------------------------------------------
@@ -337,10 +338,10 @@ class Session:
         except KeyboardInterrupt:
             error, exit_code, status = "interrupted", 130, "stopped"
         except MemoryError:
-            error = _out_of_memory("cpu")
+            error = _out_of_memory("cpu", self._estimate)
         except Exception as e:  # a bug or a library failure: one line for people, the trace in the folder
             full = self._as_disk_full(e)
-            oom = _out_of_memory_in(e)
+            oom = _out_of_memory_in(e, self._estimate)
             if not self.world.is_main and distributed.lost_peer(e):
                 error, exit_code = distributed.LOST_PEER, 1   # the failed process says why
             elif full is not None:
@@ -533,7 +534,8 @@ class Session:
         transformers.utils.logging.disable_progress_bar()
         datasets.disable_progress_bars()
         device = pick_device(cfg.train.device)
-        precision = pick_precision(cfg.train.precision, device)
+        held = pick_storage(cfg, device)
+        precision = held.compute
         variant = get_variant(cfg.variant_name)
         opts = cfg.variant_options()
         w = self.world
@@ -567,12 +569,15 @@ class Session:
             self.tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
             self._progress(f"warning: {cfg.model.source} has no chat template: the conversations are laid out "
                            "as ChatML, and that template is saved with the adapter")
-        self._progress("loading the base model")
-        # fp32 master weights: bf16/fp16 training is autocast on top (and Delta-LoRA's small
-        # per-step updates of W would round away in a bf16 weight)
-        base = load_model(resolved, cfg.model.task, label_names=data.label_names, dtype=torch.float32,
+        self._estimate = _plan_estimate(cfg, str(resolved.path), device)
+        self._progress(f"loading the base model ({held.describe()}" + (f": {held.why})" if held.why else ")"))
+        # The adapter is fp32 whatever the base (master weights; peft upcasts it over a half
+        # base), and bf16/fp16 compute is autocast on top. Delta-LoRA keeps the W it moves in
+        # fp32 (its build upcasts the adapted layers: a bf16 W would round its updates away).
+        base = load_model(resolved, cfg.model.task, label_names=data.label_names, storage=held, device=device,
                           trust_remote_code=cfg.model.trust_remote_code, pad_token_id=self.tokenizer.pad_token_id)
-        base.to(device)
+        if not held.quantized:   # a quantized model is placed while it loads (device_map)
+            base.to(device)
         self._check_cancelled()
         fast = self._pick_batch_layout(base, data, device)
 
@@ -589,7 +594,10 @@ class Session:
                            state=dict(saved_state))
         transformers.set_seed(cfg.train.seed)
         model = build_checked(variant, base, opts, ctx)   # a target or rank the model refutes: ConfigError
-        model.to(device)
+        if not held.quantized:
+            # peft puts each adapter on its layer's device already; bitsandbytes' 8-bit layers
+            # lose their scales to a .to() after their first forward (the batch-layout probe)
+            model.to(device)
         self.model = model
         self._check_cancelled()
         self._open_run_folder()
@@ -606,7 +614,7 @@ class Session:
         trainable, total_params = model.get_nb_trainable_parameters()
         self._emit("run_started", config=cfg.to_dict(), trainable_params=int(trainable),
                    total_params=int(total_params), adapted_layers=adapted_layers(model), device=str(device),
-                   precision=precision, total_steps=total, train_examples=len(data.train),
+                   precision=precision, base_dtype=held.dtype, quantize=held.quantize, total_steps=total, train_examples=len(data.train),
                    eval_examples=len(data.eval) if data.eval is not None else 0, data_format=data.format,
                    resumed_from=str(checkpoint) if checkpoint else None, run_dir=str(self.run_dir),
                    processes=w.size, launch=w.mode, **fast)
@@ -657,9 +665,9 @@ class Session:
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         except torch.cuda.OutOfMemoryError:
-            raise TrainingError(_out_of_memory("cuda")) from None
+            raise TrainingError(_out_of_memory("cuda", self._estimate)) from None
         except MemoryError:
-            raise TrainingError(_out_of_memory("cpu")) from None
+            raise TrainingError(_out_of_memory("cpu", self._estimate)) from None
         finally:
             # bf16/fp16: accelerate wrapped model.forward in autocast and the Trainer leaves it so;
             # restore the plain forward, so the model computes in its own fp32 after the run
@@ -832,22 +840,38 @@ def _release(run_dir: Path) -> None:
         pass
 
 
-def _out_of_memory(kind: str) -> str:
+def _out_of_memory(kind: str, estimate: str = "") -> str:
     where = {"cuda": "GPU memory", "mps": "GPU memory (Apple)"}.get(kind, "memory (RAM)")
-    return (f"out of {where}: lower train.batch_size or data.max_seq_len, or set "
+    beside = f" ({estimate})" if estimate else ""
+    return (f"out of {where}{beside}: lower train.batch_size or data.max_seq_len, or set "
             "train.gradient_checkpointing = true (the checkpoints saved so far are kept)")
 
 
-def _out_of_memory_in(e: BaseException) -> str | None:
+def _out_of_memory_in(e: BaseException, estimate: str = "") -> str | None:
     """The out-of-memory sentence for an allocator's error that is not a MemoryError, else None."""
     text = str(e)
     if type(e).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text:
-        return _out_of_memory("cuda")
+        return _out_of_memory("cuda", estimate)
     if "MPS backend out of memory" in text:
-        return _out_of_memory("mps")
+        return _out_of_memory("mps", estimate)
     if "can't allocate memory" in text or "DefaultCPUAllocator" in text:
-        return _out_of_memory("cpu")
+        return _out_of_memory("cpu", estimate)
     return None
+
+
+def _plan_estimate(cfg: RunConfig, source: str, device) -> str:
+    """'the plan estimated a peak of ~3.1 GiB with 2.0 GiB free': the memory plan of this run,
+    told beside an out-of-memory failure ("" when the model's shapes cannot be read)."""
+    from . import plan
+
+    try:
+        cfg = cfg.copy()
+        cfg.model.source = source
+        est = plan.estimate(cfg, device=device.type if device.type in ("cpu", "cuda") else "cpu")
+    except Exception:   # a remote-code or odd model: the failure is told without it
+        return ""
+    free = f" with {plan.gib(est.free_bytes)} free" if est.free_bytes is not None else ""
+    return f"the memory plan estimated a peak of ~{plan.gib(est.peak_bytes)}{free} when the run started"
 
 
 def _one_line(e: BaseException) -> str:

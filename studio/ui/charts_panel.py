@@ -13,6 +13,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
+from studio.core.storage import held_text
+
 from .charts import (DecompositionChart, ImportanceChart, LossChart, OptimizerChart, RankChart, SpectrumChart,
                      ThroughputChart)
 from .history import GROUPS, RunHistory
@@ -161,7 +163,7 @@ class ChartsPanel(QWidget):
             share = 100.0 * s["trainable_params"] / s["total_params"]
             parts.append(f"{s['trainable_params']:,} trainable ({share:.2g}%)")
         if s.get("device"):
-            parts.append(f"{s['device']} {s.get('precision') or ''}".strip())
+            parts.append(f"{s['device']} {held_text(s)}".strip())
         parts.append(s.get("state") or "")
         if s.get("state") == "waiting" and s.get("message"):
             parts.append(s["message"])              # "loading the base model", before run_started

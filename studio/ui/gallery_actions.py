@@ -90,6 +90,9 @@ class GalleryController(QObject):
                                        "Write the adapter as a PEFT folder that stock PEFT loads")
         self.export_merged_action = a("Export &merged model…", "exportMergedAction", lambda: self.export("merged"),
                                       "Merge the adapter into its base model and write a full model folder")
+        self.export_merged_as_action = a("Export merged model &as…", "exportMergedAsAction",
+                                         lambda: self.export("merged-as"),
+                                         "Merge the adapter into its base model and write it in bf16, fp16 or fp32")
         self.combine_action = a("&Combine…", "combineAction", self.combine,
                                 "Combine this adapter with others on the same base model into a new one")
         self.resize_action = a("Re&size rank…", "resizeAction", self.resize,
@@ -105,7 +108,8 @@ class GalleryController(QObject):
         self.open_folder_action = a("Open &folder", "openFolderAction", self.open_folder,
                                     "Show the adapter's folder in the file manager")
         self.actions = [self.import_action, self.export_adapter_action, self.export_merged_action,
-                        self.combine_action, self.resize_action, self.playground_action, self.rename_action,
+                        self.export_merged_as_action, self.combine_action, self.resize_action, self.playground_action,
+                        self.rename_action,
                         self.delete_action, self.refresh_action, self.open_folder_action]
 
     def build_menu(self, menu: QMenu) -> QMenu:
@@ -113,7 +117,7 @@ class GalleryController(QObject):
         menu.setObjectName("galleryMenu")
         return _fill(menu, ((self.import_action, self.refresh_action),
                             (self.playground_action, self.combine_action, self.resize_action),
-                            (self.export_adapter_action, self.export_merged_action),
+                            (self.export_adapter_action, self.export_merged_action, self.export_merged_as_action),
                             (self.rename_action, self.open_folder_action, self.delete_action)))
 
     def context_menu(self) -> QMenu:
@@ -127,7 +131,8 @@ class GalleryController(QObject):
     def update_actions(self) -> None:
         selected = self.view.selected_entry() is not None
         busy = self.job is not None
-        for action in (self.export_adapter_action, self.export_merged_action, self.combine_action,
+        for action in (self.export_adapter_action, self.export_merged_action, self.export_merged_as_action,
+                       self.combine_action,
                        self.resize_action, self.rename_action, self.delete_action):
             action.setEnabled(selected and not busy)
         self.open_folder_action.setEnabled(selected)
@@ -215,12 +220,29 @@ class GalleryController(QObject):
         self.window.log(message)
         self.window.statusBar().showMessage(message, 8000)
 
+    def ask_dtype(self) -> str | None:
+        """The merged model's dtype: fp32, bf16 or fp16 (None: cancelled)."""
+        from PySide6.QtWidgets import QInputDialog
+
+        choices = ["bf16", "fp16", "fp32"]
+        picked, ok = QInputDialog.getItem(self.window, "Export merged model", "Weights of the merged model:",
+                                          choices, 0, False)
+        return picked if ok else None
+
     def export(self, kind: str) -> None:
-        """kind "adapter" (a PEFT folder) or "merged" (the base model with the adapter merged in)."""
+        """kind "adapter" (a PEFT folder), "merged" (the base model with the adapter merged in, in
+        the base's own dtype) or "merged-as" (the same, in a dtype asked for)."""
         entry = self._selected()
         if entry is None:
             return
         what = "the merged model" if kind == "merged" else "the adapter"
+        extra = {}
+        if kind == "merged-as":   # the merged model in a dtype the person picks
+            dtype = self.ask_dtype()
+            if not dtype:
+                return
+            kind, extra["dtype"] = "merged", dtype
+            what = f"the merged model ({dtype})"
         chosen = self.window._ask_directory(f"Export {what} of {entry.name}: choose a folder")
         if not chosen:
             return
@@ -235,7 +257,8 @@ class GalleryController(QObject):
         gallery = self.view.gallery
 
         def work(progress, should_stop):
-            return fn(entry, target, overwrite=overwrite, gallery=gallery, progress=progress, should_stop=should_stop)
+            return fn(entry, target, overwrite=overwrite, gallery=gallery, progress=progress, should_stop=should_stop,
+                      **extra)
 
         def done(path):
             message = f"exported {what} of {entry.name} to {path}"

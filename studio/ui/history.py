@@ -407,7 +407,8 @@ class RunHistory:
         run_dir = event.get("run_dir")
         if not self._named:
             self.name = Path(run_dir).name if run_dir else self.variant
-        for key in ("trainable_params", "total_params", "device", "precision", "total_steps", "train_examples",
+        for key in ("trainable_params", "total_params", "device", "precision", "base_dtype", "quantize",
+                    "total_steps", "train_examples",
                     "eval_examples", "data_format", "resumed_from", "run_dir"):
             if key in event:
                 self.status[key] = event[key]

@@ -28,13 +28,14 @@ from studio.core.errors import StudioError
 from studio.core import runlock
 from studio.core.paths import studio_home
 from studio.core.resources import default_config_path
+from studio.core.storage import held_text
 
 from .charts_panel import ChartsPanel
 from .gallery_actions import GalleryController
 from .history import RunHistory
 from .panels import DATA_SUFFIXES, DataPanel, ModelPanel, TrainingPanel, VariantPanel, preview_html
 from .theme import THEMES, apply_theme
-from .worker import RunController, running_threads
+from .worker import BackgroundJob, RunController, running_threads
 
 DEFAULT_CONFIG = default_config_path()
 MAX_RECENT = 8
@@ -136,6 +137,17 @@ class MainWindow(QMainWindow):
         self.validation_label.setObjectName("validationLabel")
         self.validation_label.setStyleSheet("color: #d0342c;")
         self.validation_label.setWordWrap(True)
+        # the memory plan (studio.core.plan): estimated peak against the device's free memory,
+        # re-estimated in the background whenever the set-up changes
+        self.memory_label = QLabel()
+        self.memory_label.setObjectName("memoryPlan")
+        self.memory_label.setAccessibleName("Memory plan")
+        self._plan_job = None
+        self.plan = None
+        self.plan_timer = QTimer(self)
+        self.plan_timer.setSingleShot(True)
+        self.plan_timer.setInterval(300)
+        self.plan_timer.timeout.connect(self._start_plan)
         self.run_title = QLabel()
         self.run_title.setObjectName("runTitle")
         self.run_title.setTextFormat(Qt.TextFormat.RichText)
@@ -144,6 +156,7 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.pause_button)
         bar.addWidget(self.stop_button)
         bar.addWidget(self.validation_label, 1)
+        bar.addWidget(self.memory_label)
         self.banner = QLabel()
         self.banner.setObjectName("errorBanner")
         self.banner.setAccessibleName("Error")
@@ -280,6 +293,17 @@ class MainWindow(QMainWindow):
         for a in (self.train_action, self.pause_action, self.resume_action, self.stop_action):
             run.addAction(a)
         run.addSeparator()
+        self.preset_menu = run.addMenu("&Preset by model size")
+        self.preset_menu.setObjectName("presetMenu")
+        self.preset_menu.setToolTipsVisible(True)
+        from studio.core.presets import PRESETS
+
+        for preset in PRESETS.values():
+            action = self.preset_menu.addAction(preset.title)
+            action.setObjectName(f"preset-{preset.name}")
+            action.setToolTip(", ".join(f"{k} = {v}" for k, v in preset.settings.items()))
+            action.triggered.connect(lambda _=False, name=preset.name: self.apply_preset(name))
+        self.preset_menu.aboutToShow.connect(self._mark_suggested_preset)
         run.addAction(self.resume_run_action)
         run.addAction(self.launch_script_action)
         self.gallery_menu = self.gallery.build_menu(menu.addMenu("&Gallery"))
@@ -350,6 +374,39 @@ class MainWindow(QMainWindow):
         self._update_title()
         self.refresh_runs()
 
+    def apply_preset(self, name: str) -> bool:
+        """Set storage, rank, batch, length, learning rate and checkpointing from a preset
+        (studio.core.presets); the rest of the set-up stays. False, with the reason shown, when
+        the set-up is not valid yet."""
+        from studio.core.presets import get_preset
+
+        try:
+            current = self.current_config()
+            overrides = get_preset(name).overrides(current.variant_name)
+            config = current.with_overrides(overrides)
+        except StudioError as e:
+            self.show_error(f"cannot apply the preset: {e}")
+            return False
+        raw = config.to_dict()
+        self.model_panel.options.set_values(raw["model"])   # whole sections: set_values resets what it is not given
+        self.data_panel.options.set_values(raw["data"])
+        self.variant_panel.set_values(raw["variant"])
+        self.training_panel.train.set_values(raw["train"])
+        self.log(f"preset {name}: " + ", ".join(o.replace("=", " = ", 1) for o in overrides))
+        self.validate()
+        return True
+
+    def _mark_suggested_preset(self) -> None:
+        """The preset that suits the chosen model's size is marked in the menu."""
+        from studio.core.presets import PRESETS, suggest
+
+        described = self.model_panel.description or {}
+        best = suggest(described.get("parameters"))
+        for action in self.preset_menu.actions():
+            name = action.objectName().removeprefix("preset-")
+            title = PRESETS[name].title if name in PRESETS else action.text()
+            action.setText(f"{title}   (suits this model)" if name == best else title)
+
     def raw_config(self) -> dict:
         model = self.model_panel.values()
         train, telemetry = self.training_panel.values()
@@ -383,6 +440,11 @@ class MainWindow(QMainWindow):
                 self._mark_cross_field_error(errors["config"])
         self.validation_errors = errors
         self.variant_panel.set_run_steps(self.planned_steps())
+        if errors:
+            self.plan_timer.stop()
+            self._show_plan(None)
+        else:
+            self.plan_timer.start()
         busy = self.model_panel.busy and self.model_panel.description is None
         if errors:
             first_key = next(iter(errors))
@@ -393,6 +455,41 @@ class MainWindow(QMainWindow):
             self.validation_label.setText("")
         self._update_actions(valid=not errors and not busy)
         return not errors
+
+    def _start_plan(self) -> None:
+        from studio.core.plan import estimate   # torch-free: file headers, psutil, nvidia-smi
+
+        try:
+            config = self.current_config()
+        except StudioError:
+            return
+        if self._plan_job is not None:
+            self._plan_job.cancel()
+        job = BackgroundJob(lambda progress, should_stop: estimate(config), self, name="memoryPlan")
+        job.succeeded.connect(lambda plan, j=job: j is self._plan_job and self._show_plan(plan))
+        job.failed.connect(lambda text, j=job: j is self._plan_job and self._show_plan(None, text))
+        self._plan_job = job.start()
+
+    def _show_plan(self, plan, error: str = "") -> None:
+        """'Memory ~2.8 of 17.6 GiB', red with what would make it fit when it will not fit."""
+        from studio.core.plan import gib
+
+        self.plan = plan
+        if plan is None:
+            self.memory_label.setText("")
+            self.memory_label.setToolTip(f"memory plan: {error}" if error else "")
+            return
+        free = f" of {gib(plan.free_bytes)} free" if plan.free_bytes is not None else ""
+        text = f"Memory ~{gib(plan.peak_bytes)}{free}"
+        details = "\n".join([plan.summary(), *plan.lines()])
+        if plan.fits is False:
+            hint = plan.advice[0] if plan.advice else "a smaller model"
+            self.memory_label.setText(f"{text}: will not fit (try {hint.split(':')[0]})")
+            self.memory_label.setStyleSheet("color: #d0342c; font-weight: bold;")
+        else:
+            self.memory_label.setText(text)
+            self.memory_label.setStyleSheet("")
+        self.memory_label.setToolTip(details)
 
     def planned_steps(self) -> int | None:
         """The optimizer steps the set-up would train: from train.max_steps, or from the
@@ -681,7 +778,7 @@ class MainWindow(QMainWindow):
                 self._run_started_at = time.monotonic()
                 s["first_step"] = s["step"]
         elif kind == "run_started":
-            s["device"] = f"{e.get('device')} · {e.get('precision', '')}"
+            s["device"] = f"{e.get('device')} · {held_text(e)}"
             s["total"] = e.get("total_steps", 0)
             s["step"] = e.get("step", 0)
             self.run_dir = Path(e["run_dir"]) if e.get("run_dir") else self.run_dir
@@ -1011,6 +1108,10 @@ class MainWindow(QMainWindow):
             event.ignore()      # closes for real from _on_controller_finished
             return
         self._save_layout()
+        self.plan_timer.stop()
+        if self._plan_job is not None:
+            self._plan_job.cancel()
+            self._plan_job.wait(30000)
         self.model_panel.shutdown()
         self.data_panel.shutdown()
         self.gallery.shutdown()
@@ -1028,6 +1129,6 @@ def _hms(seconds: float) -> str:
 
 def _status_from_history(history: RunHistory) -> dict:
     st = history.status
-    return {"device": f"{st['device']} · {st.get('precision', '')}" if st.get("device") else "auto",
+    return {"device": f"{st['device']} · {held_text(st)}" if st.get("device") else "auto",
             "step": st.get("step", 0), "total": st.get("total_steps") or 0,
             "speed": st.get("tokens_per_s"), "memory": st.get("memory_mb")}

@@ -90,10 +90,22 @@ class ModelPanel(QGroupBox):
         gguf = QPushButton(".gguf…")
         gguf.setObjectName("modelGgufButton")
         gguf.clicked.connect(self._on_gguf_clicked)
-        row = QHBoxLayout()
-        row.addWidget(self.source_combo, 1)
-        row.addWidget(folder)
-        row.addWidget(gguf)
+        browse = QPushButton("Models…")
+        browse.setObjectName("modelBrowseButton")
+        browse.setAccessibleName("Browse models")
+        browse.setToolTip("Choose among the models already on this machine: the Hugging Face cache "
+                          "and the folders you add (lora-studio models lists the same)")
+        browse.clicked.connect(self._on_browse_clicked)
+        # the source gets the column's whole width; the three ways to pick one sit beneath it
+        # (in one row with the combo they were cut off at 1280x800)
+        buttons = QHBoxLayout()
+        buttons.addWidget(browse)
+        buttons.addWidget(folder)
+        buttons.addWidget(gguf)
+        buttons.addStretch(1)
+        row = QVBoxLayout()
+        row.addWidget(self.source_combo)
+        row.addLayout(buttons)
         self.options = OptionsForm(ModelSection, prefix="model", skip=("source",))
         self.options.changed.connect(self._on_source_changed)
         self.info = _note_label("modelInfo")
@@ -108,6 +120,7 @@ class ModelPanel(QGroupBox):
         self._timer = QTimer(self, singleShot=True, interval=300)
         self._timer.timeout.connect(self._describe)
         self.config_source = ""
+        self.picker = None          # the ModelPickerDialog, made when first asked for
 
     # -- values ------------------------------------------------------------------------------
 
@@ -192,11 +205,29 @@ class ModelPanel(QGroupBox):
         if path:
             self.source_combo.setEditText(path)
 
+    def _on_browse_clicked(self) -> None:
+        self.open_picker()
+
+    def open_picker(self):
+        """Open the list of the models on this machine (read anew each time, in the background);
+        the one chosen becomes the source. Returns the dialog."""
+        from .model_picker import ModelPickerDialog
+
+        if self.picker is None:
+            self.picker = ModelPickerDialog(self)
+            self.picker.chosen.connect(self.source_combo.setEditText)
+        self.picker.current = self.source_combo.currentText().strip()
+        self.picker.start()
+        self.picker.open()
+        return self.picker
+
     def shutdown(self) -> None:
         self._timer.stop()
         if self._job is not None:
             self._job.cancel()
             self._job.wait(30000)
+        if self.picker is not None:
+            self.picker.shutdown()
 
 
 def describe_html(d: dict) -> str:

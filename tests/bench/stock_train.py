@@ -108,10 +108,12 @@ def load_chat_dataset(data_path: str, tok, max_seq_len: int, verbose: bool = Tru
 def build_trainer(model_dir: str, data_path: str, *, r: int = 16, alpha: float = 32, max_seq_len: int = 256,
                   batch_size: int = 4, lr: float = 2e-4, max_steps: int = 20, seed: int = 0, callbacks=(),
                   collator_wrapper=None, dropout: float = 0.0, lr_scheduler: str = "linear",
-                  device: str = "auto", output_dir: str | None = None, verbose: bool = True):
+                  device: str = "auto", output_dir: str | None = None, verbose: bool = True,
+                  bf16: bool | None = None):
     """A ready-to-train Trainer. `collator_wrapper(collator) -> collator` lets a benchmark count
     what each batch holds; `callbacks` are extra TrainerCallbacks. The dataset's totals are in
-    `trainer.data_stats`."""
+    `trainer.data_stats`. `bf16=True` autocasts to bf16 (also on a CPU) over the fp32 base; the
+    default is bf16 on a GPU that has it."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer, TrainingArguments,
@@ -125,7 +127,7 @@ def build_trainer(model_dir: str, data_path: str, *, r: int = 16, alpha: float =
     set_seed(seed)   # LoRA's A is random: the same seed gives the same start in every run
     model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
                                              target_modules="all-linear", task_type="CAUSAL_LM"))
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+    bf16 = (cuda and torch.cuda.is_bf16_supported()) if bf16 is None else bf16
     args = TrainingArguments(
         output_dir=output_dir or tempfile.mkdtemp(prefix="stock-train-"),
         per_device_train_batch_size=batch_size,

@@ -157,7 +157,7 @@ def test_a_classifier_trains_the_same_on_two_processes(tiny_bert, tmp_path, stud
            "data": {"path": str(DATASETS / "classification_sample.csv"), "max_seq_len": 64},
            "variant": {"name": "lora"},
            "train": {"output_dir": str(tmp_path / "ddp"), "max_steps": 4, "batch_size": 4, "learning_rate": 1e-3,
-                     "device": "cpu", "gallery": False}}
+                     "device": "cpu", "precision": "fp32", "gallery": False}}
     cfg = RunConfig.from_dict(raw, "test")
     cfg_path = tmp_path / "cls.toml"
     cfg_path.write_text(cfg.to_toml(), encoding="utf-8")

@@ -184,10 +184,12 @@ def test_a_nan_loss_fails_the_run_and_saves_no_adapter(tiny_llama, tmp_path, mon
 
 def test_mixed_precision_run_leaves_the_model_in_its_own_precision(tiny_llama, tmp_path):
     """accelerate wraps forward in autocast for bf16; after the run the model computes in fp32
-    again (the wrapper is removed), so anything using it afterwards is not silently in bf16."""
+    again (the wrapper is removed), so anything using it afterwards is not silently in bf16.
+    (An fp32 base under bf16 autocast: model.dtype = fp32; auto would store the base in bf16.)"""
     import torch
 
-    session = Session(_config(tiny_llama, tmp_path, {"name": "lora", "r": 4}, max_steps=2, precision="bf16"))
+    cfg = _config(tiny_llama, tmp_path, {"name": "lora", "r": 4}, max_steps=2, precision="bf16")
+    session = Session(cfg.with_overrides(["model.dtype=fp32"]))
     result = session.run()
     assert result.status == "completed", result.error
     model = session.model

@@ -31,7 +31,7 @@ TOL = 1e-5
 def _args(tiny_llama, out, variant: dict) -> list[str]:
     sets = [f"model.source={tiny_llama}", f"train.output_dir={out}", "train.max_steps=5", "data.max_seq_len=64",
             "train.eval_every=0", "train.learning_rate=0.005", "telemetry.every=2",
-            "telemetry.budget=0"]
+            "telemetry.budget=0", "train.precision=fp32"]   # compared with an fp32 base below
     sets += [f"variant.{k}={v}" for k, v in variant.items()]
     return ["train", str(DEFAULT), *[x for s in sets for x in ("--set", s)]]
 

@@ -41,8 +41,11 @@ class LayerUpdate:
         return self.magnitude is not None
 
     def weight(self):
-        """W_now in (out, in) layout (a view, no copy)."""
-        w = self.base_layer.weight
+        """W_now in (out, in) layout: a view of a plain layer's weight (no copy); a 4- or 8-bit
+        layer's weight de-quantized, this layer only (the caller drops it before the next)."""
+        from ..storage import dense_weight
+
+        w = dense_weight(self.base_layer)
         return w.T if self.fan_in_fan_out else w
 
     def lowrank(self):

@@ -89,7 +89,15 @@ class AdaLora(Variant):
                 f"AdaLoRA schedule: every layer keeps rank {opts.init_r} for the first {tinit} steps, ranks "
                 f"are pruned to an average of {opts.target_r} by step {ctx.total_steps - tfinal}, and that "
                 f"budget is held for the last {tfinal} of {ctx.total_steps} steps")})
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
+        # peft 0.21 upcasts a half base's adapter to fp32 by putting `param.to(fp32)` back into
+        # each ParameterDict, which makes a new Parameter that requires grad: AdaLoRA's ranknum
+        # (the r in s/(r + 1e-5)) then trains with the rest and drifts off its value (6 became
+        # 6.012 in 5 steps on a bf16 base). It is a constant: freeze it again.
+        for name, param in peft_model.named_parameters():
+            if ".ranknum." in name:
+                param.requires_grad_(False)
+        return peft_model
 
     def make_optimizer(self, model, opts, ctx):
         return self.adamw_with_ratios(model, ctx, {"lora_E": opts.lambda_lr_ratio})

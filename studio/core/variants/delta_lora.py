@@ -211,6 +211,7 @@ class DeltaLora(Variant):
         self._trackers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
     def build(self, model, opts, ctx):
+        import torch
         from peft import get_peft_model
         from torch import nn
 
@@ -219,6 +220,12 @@ class DeltaLora(Variant):
         for name, layer in lora_layers(peft_model).items():
             if not isinstance(layer.lora_dropout[ADAPTER], nn.Identity):
                 raise AssertionError(f"delta-lora: {name} has dropout on its LoRA branch")
+            # W moves by λ·Δ(BA) each step, updates ~1e-3 of W's entries: in a bf16/fp16 W (a
+            # base held in half, storage.py) most would round away. The adapted layers' W are
+            # held in fp32 (bf16 values widen exactly); the rest of the base stays half.
+            weight = layer.get_base_layer().weight
+            if weight.dtype in (torch.bfloat16, torch.float16):
+                weight.data = weight.data.float()
         k = effective_start_step(opts, ctx)
         ctx.state["delta_lora"] = {"start_step": k, "update_ratio": opts.update_ratio}
         self._trackers[peft_model] = DeltaLoraTracker(peft_model, opts.update_ratio, k)
