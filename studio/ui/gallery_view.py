@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel
 
 from studio.core.errors import StudioError
 from studio.core.gallery import Entry, Gallery
+from studio.core.modelcache import human_size  # noqa: F401  (the gallery's dialogs take it from here)
 
 from .charts import ImportanceChart, SpectrumChart
 from .charts.common import SERIES_COLOURS
@@ -54,16 +55,6 @@ def bold(label: QLabel) -> QLabel:
     font.setBold(True)
     label.setFont(font)
     return label
-
-
-def human_size(n: float | None) -> str:
-    """Bytes in the units a file manager shows (1000-based, 3 significant digits)."""
-    if n is None:
-        return "–"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{int(n)} B"
 
 
 def short_date(iso: str) -> str:

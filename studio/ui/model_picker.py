@@ -298,19 +298,14 @@ class ModelPickerDialog(QDialog):
 
     def add_folder(self, path: str) -> bool:
         """Remember `path` and list again; a reason is shown when it cannot be added."""
-        try:
-            modelcache.add_folder(path)
-        except (StudioError, OSError) as e:
-            self._show_error(str(e))
-            return False
-        self._show_error(None)
-        self._fill_remove_menu()
-        self.start()
-        return True
+        return self._change_folders(modelcache.add_folder, path)
 
     def remove_folder(self, path: str) -> bool:
+        return self._change_folders(modelcache.remove_folder, path)
+
+    def _change_folders(self, change, path: str) -> bool:
         try:
-            modelcache.remove_folder(path)
+            change(path)
         except (StudioError, OSError) as e:
             self._show_error(str(e))
             return False
