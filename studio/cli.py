@@ -35,6 +35,9 @@ def _err(message: str) -> None:
     print(f"{clear}lora-studio: error: {message}", file=sys.stderr)
 
 
+PROGRESS_GRACE_S = 2.0   # progress held back this long when the output is not a terminal
+
+
 class ProgressSink:
     """Shows a run on the terminal: a progress bar with loss and ETA on a TTY, a line every few
     seconds otherwise (logs, CI); `--json` prints every event as a JSON line on stdout instead."""
@@ -48,6 +51,8 @@ class ProgressSink:
         self.last_print = 0.0
         self.loss = None
         self.pending: list[str] = []
+        self.first_pending = 0.0              # when the first held-back progress line came
+        self.speaking = False                 # progress lines go out as they come
         self.spectra: dict | None = None       # the latest telemetry, summarised when the run ends
         self.relative: dict | None = None
         self.ranks: dict | None = None
@@ -61,8 +66,17 @@ class ProgressSink:
             if self.tty:  # a status line that the next output overwrites (a GGUF conversion takes a while)
                 self.stream.write(f"\r\033[K{event.get('message', '')}")
                 self.stream.flush()
-            else:  # held back until the run starts: bad input then prints its one error line alone
+            else:
+                # held back a moment: bad input (found in the first second) then prints its one error
+                # line alone; a long preparation (a large dataset, a GGUF conversion) is told as it goes
+                now = time.monotonic()
                 self.pending.append(event.get("message", ""))
+                self.first_pending = self.first_pending or now
+                if self.speaking or now - self.first_pending >= PROGRESS_GRACE_S:
+                    self.speaking = True
+                    for message in self.pending:
+                        self._line(message)
+                    self.pending = []
         elif kind == "run_started":
             for message in self.pending:
                 self._line(message)

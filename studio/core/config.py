@@ -52,6 +52,9 @@ class DataSection:
     pack: bool = option(True, "Plain text: concatenate and cut into max_seq_len blocks")
     padding_free: bool = option(True, "Chat and instruction data: a batch's examples share rows with no padding, "
                                       "each attending only to itself (used when the model supports it)")
+    eval_max: int = option(1000, "Evaluate at most this many of the held-out examples (0: all of them)",
+                           min=0, max=10**9)
+    num_proc: int = option(0, "Processes that tokenize the data (0: one per core for a large file)", min=0, max=256)
 
 
 @dataclass
@@ -310,19 +313,23 @@ def legacy_options(config: RunConfig, saved: Path) -> RunConfig:
         doc = tomllib.loads(Path(saved).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return config    # reading the config itself reports what is wrong with it
-    raw, model = doc.get("variant", {}), doc.get("model", {})
-    if not isinstance(raw, dict) or not isinstance(model, dict):
+    raw, model, data = doc.get("variant", {}), doc.get("model", {}), doc.get("data", {})
+    if not isinstance(raw, dict) or not isinstance(model, dict) or not isinstance(data, dict):
         return config
     missing = {f.name: f.metadata["legacy"] for f in dataclasses.fields(get_variant(config.variant_name).options_cls)
                if "legacy" in f.metadata and f.name not in raw}
     # before model.dtype existed the base was held in fp32 (and a CPU computed in fp32)
     old_storage = "dtype" not in model
-    if not missing and not old_storage:
+    # before data.eval_max existed every held-out example was evaluated
+    old_eval = "eval_max" not in data
+    if not missing and not old_storage and not old_eval:
         return config
     out = config.copy()
     out.variant = {**config.variant, **missing}
     if old_storage:
         out.model.dtype = "fp32"
+    if old_eval:
+        out.data.eval_max = 0
     return out
 
 

@@ -131,10 +131,12 @@ def _classification_columns(columns: list[str], text_column: str, label_column: 
             pick(label_column, LABEL_COLUMNS, "label", "label_column"))
 
 
-def classification_labels(section: "DataSection", rows) -> tuple[str, str, list[str]]:
+def classification_labels(section: "DataSection", rows, notes: list[str] | None = None) -> tuple[str, str, list[str]]:
     """(text column, label column, label names) so the model can be built with num_labels first.
 
-    String labels -> their sorted unique names; integer labels -> "0".."max".
+    String labels -> their sorted unique names. Integer labels -> the numbers that occur, in
+    order, as classes 0, 1, ...: "0".."k" when they are 0..k; sparse numbers (0 and 9999) are
+    mapped to contiguous classes, with a note saying how, never a head of 10,000 classes.
     """
     where = Path(section.path).name
     text_col, label_col = _classification_columns(list(rows.column_names), section.text_column,
@@ -144,7 +146,12 @@ def classification_labels(section: "DataSection", rows) -> tuple[str, str, list[
     if any(isinstance(v, str) for v in values):
         names = sorted(set(keys))
     else:
-        names = [str(i) for i in range(max(int(k) for k in keys) + 1)]
+        present = sorted({int(k) for k in keys})
+        names = [str(i) for i in present]
+        if present != list(range(len(present))) and notes is not None:
+            shown = ", ".join(f"{n}\u2192{i}" for i, n in enumerate(present[:8])) + (", ..." if len(present) > 8 else "")
+            notes.append(f"{where}: {label_col!r} uses {len(present)} numbers that are not 0..{len(present) - 1}; "
+                         f"they are classes 0..{len(present) - 1} in order ({shown}), saved with the adapter")
     if len(names) < 2:
         raise DataError(f"{where}: {label_col!r} has only one class ({names[0]!r}); expected at least 2")
     return text_col, label_col, names
@@ -177,6 +184,21 @@ def chat_template_for(tokenizer) -> tuple[str | None, str]:
 
 
 # -- examples -------------------------------------------------------------------------------------
+
+
+def chat_labels(ids, offsets, spans) -> tuple[list[int], list[int]]:
+    """(input ids, labels): a token carries loss when its characters overlap an assistant span."""
+    import numpy as np
+
+    ids = list(ids)
+    if not ids:
+        return ids, []
+    off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    inside = np.zeros(len(ids), dtype=bool)
+    for s, e in spans:   # a few spans a row; the tokens are compared all at once
+        inside |= (off[:, 0] < e) & (off[:, 1] > s)
+    inside &= off[:, 1] > off[:, 0]
+    return ids, np.where(inside, np.asarray(ids, dtype=np.int64), IGNORE).tolist()
 
 
 class _Rows:
@@ -224,6 +246,10 @@ class _Rows:
         return self.prompt_completion(prompt, output)
 
     def messages(self, record, row):
+        self.check_turns(record, row)
+        return self._chat(self.chat_messages(record, row), row)
+
+    def check_turns(self, record, row) -> None:
         key = "conversations" if self.fmt == "sharegpt" else "messages"
         turns = record.get(key)
         if turns is None:
@@ -231,10 +257,15 @@ class _Rows:
         if not isinstance(turns, list) or not turns:
             self.fail(row, f"'{key}' is {_type_name(turns) if turns != [] else 'an empty list'}; "
                            f"expected a list of turns")
+
+    def chat_messages(self, record, row) -> list[dict]:
+        """The row's turns as {role, content}, checked (errors name the row and the turn)."""
+        key = "conversations" if self.fmt == "sharegpt" else "messages"
+        turns = record.get(key)
         msgs = [self._turn(t, row, key, i) for i, t in enumerate(turns)]
         if not any(m["role"] == "assistant" for m in msgs):
             self.fail(row, f"'{key}' has no assistant turn (nothing to learn from)")
-        return self._chat(msgs, row)
+        return msgs
 
     def _turn(self, turn, row: int, key: str, i: int) -> dict:
         at = f"{key}[{i}]"
@@ -276,6 +307,16 @@ class _Rows:
             return None
 
     def _chat(self, msgs, row):
+        full, spans = self.chat_render(msgs, row)
+        try:
+            enc = self.tok(full, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:
+            raise DataError(f"{self.where}: chat formats need a fast tokenizer (with offset mappings)") from None
+        return chat_labels(enc["input_ids"], enc["offset_mapping"], spans)
+
+    def chat_render(self, msgs, row) -> tuple[str, list[tuple[int, int]]]:
+        """The conversation rendered by the template, and the character spans of the assistant
+        turns in it (what carries loss)."""
         full = self._render(msgs, row)
         spans, cursor = [], 0  # cursor: where the previous message's content ended in `full`
         for i, m in enumerate(msgs):
@@ -284,7 +325,8 @@ class _Rows:
                 cursor = at + len(m["content"]) if at >= 0 else cursor
                 continue
             start_text = self._prefix(msgs[:i])
-            end_text = self._render(msgs[: i + 1], row)
+            # the conversation up to this turn; for the last message that is `full` itself
+            end_text = full if i == len(msgs) - 1 else self._render(msgs[: i + 1], row)
             prefixes_fit = (start_text is not None and full.startswith(start_text)
                             and full.startswith(end_text) and len(end_text) > len(start_text))
             if prefixes_fit:
@@ -302,15 +344,7 @@ class _Rows:
                 end -= 1
             spans.append((start, end))
             cursor = end
-        try:
-            enc = self.tok(full, add_special_tokens=False, return_offsets_mapping=True)
-        except NotImplementedError:
-            raise DataError(f"{self.where}: chat formats need a fast tokenizer (with offset mappings)") from None
-        ids, labels = list(enc["input_ids"]), []
-        for tid, (a, b) in zip(ids, enc["offset_mapping"]):
-            inside = any(a < e and b > s for s, e in spans) if b > a else False
-            labels.append(tid if inside else IGNORE)
-        return ids, labels
+        return full, spans
 
     def classification(self, record, row, text_col, label_col, label_index):
         text = record.get(text_col)
@@ -351,7 +385,9 @@ def _decoded(rows, where: str):
 
 
 def _examples(rows, where: str, tokenizer, task: str, fmt: str, max_len: int, labels=None):
-    """(list of {input_ids, labels}, helper) for one file."""
+    """(list of {input_ids, labels}, helper) for one file, as Python lists: the dataset preview's
+    path (inspect.py, which shows every row's lengths), and the reference the tests hold the
+    batched pipeline (prepare_data) to."""
     helper = _Rows(where, tokenizer, task, fmt, max_len)
     needed = {"text": ["text"], "prompt-completion": ["prompt", "completion"], "alpaca": ["instruction", "output"],
               "messages": ["messages"], "sharegpt": ["conversations"]}.get(fmt, [])
@@ -395,6 +431,214 @@ def _pack(examples: list[dict], block: int) -> list[dict]:
     if len(blocks) > 1 and len(blocks[-1]) < 2:
         blocks.pop()
     return [{"input_ids": b, "labels": list(b)} for b in blocks]
+
+
+# -- rows -> examples, a batch at a time (datasets.map) ------------------------------------------------
+
+KEEP, BLANK, EMPTY = 0, 1, 2   # an example; a row with no text; nothing to learn within max_seq_len
+CHARS_PER_TOKEN = 32           # the character bound: max_seq_len x this (a token is a few characters;
+                               # text beyond the bound could never reach the first max_seq_len tokens)
+CHUNK_ROWS = 20_000            # rows mapped between two progress reports (and two bounded buffers)
+BATCH_ROWS = 200               # rows a tokenizer call gets
+
+
+def _bound(record: dict, fmt: str, limit: int) -> tuple[dict, bool]:
+    """The record with its text fields cut to `limit` characters in all, in reading order (a chat's
+    turns one after another), and whether anything was cut. A row of hundreds of MB never reaches
+    the template or the tokenizer whole; what is cut lies past max_seq_len tokens anyway."""
+    if fmt in ("messages", "sharegpt"):
+        key = "conversations" if fmt == "sharegpt" else "messages"
+        turns = record.get(key)
+        if not isinstance(turns, list):
+            return record, False
+        budget, cut, kept = limit, False, []
+        for turn in turns:
+            if isinstance(turn, dict):
+                content_key = "value" if fmt == "sharegpt" and "from" in turn else "content"
+                text = turn.get(content_key)
+                if isinstance(text, str):
+                    if budget <= 0:   # later turns could not be reached: an assistant turn cut to ""
+                        cut = True
+                        turn = {**turn, content_key: ""}
+                    elif len(text) > budget:
+                        cut = True
+                        turn = {**turn, content_key: text[:budget]}
+                    budget -= len(turn[content_key])
+            kept.append(turn)
+        return ({**record, key: kept}, True) if cut else (record, False)
+    fields = {"text": ("text",), "prompt-completion": ("prompt", "completion"),
+              "alpaca": ("instruction", "input", "output")}.get(fmt, ())
+    budget, cut, out = limit, False, dict(record)
+    for name in fields:
+        text = record.get(name)
+        if isinstance(text, str) and len(text) > max(budget, 0):
+            out[name], cut = text[:max(budget, 0)], True
+        if isinstance(out.get(name), str):
+            budget -= len(out[name])
+    return (out, True) if cut else (record, False)
+
+
+def _tokenize_batch(batch: dict, indices: list[int], *, helper: "_Rows", fmt: str, labels, max_len: int,
+                    limit: int, truncate: bool, start: int = 0, report=None) -> dict:
+    """datasets.map's function: a batch of rows -> input_ids, labels, status (KEEP/BLANK/EMPTY) and
+    whether the row was cut to the character bound. Errors name the row (its index + 1). Chat
+    rows are rendered one by one and tokenized in one call for the batch (the tokenizer's own
+    batching), as apply_chat_template does for a batch."""
+    columns = list(batch)
+    n = len(indices)
+    encoded: list = [None] * n      # (ids, labels) per row, or None for a blank row
+    cut_out = [False] * n
+    chats: list[tuple[int, str, list]] = []
+    for j, index in enumerate(indices):
+        row = start + index + 1   # indices count within the chunk
+        record = {c: batch[c][j] for c in columns}
+        if fmt == "classification":
+            text_col, label_col, index_of = labels
+            text = record.get(text_col)
+            if limit and isinstance(text, str) and len(text) > limit:
+                record, cut_out[j] = {**record, text_col: text[:limit]}, True
+            encoded[j] = helper.classification(record, row, text_col, label_col, index_of)
+            continue
+        if limit:
+            record, cut_out[j] = _bound(record, fmt, limit)
+        blank_before = helper.blank
+        if fmt == "text":
+            ids, lab = helper.text(record, row)
+        elif fmt == "prompt-completion":
+            ids, lab = helper.prompt_completion(helper.field(record, row, "prompt"),
+                                                helper.field(record, row, "completion"))
+        elif fmt == "alpaca":
+            ids, lab = helper.alpaca(record, row)
+        else:
+            helper.check_turns(record, row)
+            full, spans = helper.chat_render(helper.chat_messages(record, row), row)
+            chats.append((j, full, spans))
+            continue
+        encoded[j] = None if helper.blank != blank_before else (ids, lab)
+    if chats:
+        try:
+            enc = helper.tok([full for _, full, _ in chats], add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:
+            raise DataError(f"{helper.where}: chat formats need a fast tokenizer (with offset mappings)") from None
+        for k, (j, _, spans) in enumerate(chats):
+            encoded[j] = chat_labels(enc["input_ids"][k], enc["offset_mapping"][k], spans)
+    ids_out, labels_out, status = [], [], []
+    for item in encoded:
+        if fmt == "classification":
+            ids, label = item
+            ids_out.append(ids)
+            labels_out.append(label)
+            status.append(KEEP)
+            continue
+        if item is None:
+            state, ids, lab = BLANK, [], []
+        else:
+            ids, lab = item
+            if truncate:
+                ids, lab = ids[:max_len], lab[:max_len]
+                state = KEEP if any(t != IGNORE for t in lab[1:]) else EMPTY   # position 0 is never predicted
+            else:
+                state = KEEP if ids else BLANK
+        ids_out.append(ids if state == KEEP else [])
+        labels_out.append(lab if state == KEEP else [])
+        status.append(state)
+    if report is not None:
+        report(n)
+    return {"input_ids": ids_out, "labels": labels_out, "status": status, "cut": cut_out}
+
+
+class _Progress:
+    """Progress of one stage as plain sentences, at most every `every` seconds:
+    'tokenizing train.jsonl: 40,000 of 100,000 rows (1,520 rows/s, about 40 s left)'."""
+
+    def __init__(self, say, what: str, total: int, every: float = 2.0):
+        import time
+
+        self.say, self.what, self.total, self.every = say, what, total, every
+        self.done = 0
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, n: int) -> None:
+        import time
+
+        self.done += n
+        now = time.monotonic()
+        if self.say is None or (now - self.last < self.every and self.done < self.total):
+            return
+        self.last = now
+        rate = self.done / max(now - self.started, 1e-9)
+        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        eta = f", about {left:.0f} s left" if self.done < self.total else f", {now - self.started:.1f} s"
+        self.say(f"{self.what}: {self.done:,} of {self.total:,} rows ({rate:,.0f} rows/s{eta})")
+
+
+def _procs(section, n_rows: int) -> int:
+    """Worker processes for tokenizing: data.num_proc, or (0) one per core for a large file
+    (LORA_STUDIO_DATA_PROCS overrides: the benchmarks). A small file is quicker in one."""
+    import os
+
+    override = os.environ.get("LORA_STUDIO_DATA_PROCS", "").strip()
+    wanted = int(override) if override.isdigit() else int(getattr(section, "num_proc", 0) or 0)
+    if wanted <= 0:
+        wanted = os.cpu_count() or 1 if n_rows >= 2 * CHUNK_ROWS else 1
+    return max(1, min(wanted, os.cpu_count() or 1, max(1, n_rows // BATCH_ROWS)))
+
+
+def _tokenized(rows, where: str, helper: "_Rows", fmt: str, labels, max_len: int, truncate: bool,
+               work: Path, procs: int, say, limit: int):
+    """All rows mapped to examples, chunk by chunk (a progress line between chunks, and within
+    them when one process tokenizes), into Arrow files in `work`; concatenated without a copy."""
+    import datasets
+
+    features = datasets.Features({
+        "input_ids": datasets.Sequence(datasets.Value("int32")),
+        "labels": datasets.Value("int64") if fmt == "classification" else datasets.Sequence(datasets.Value("int32")),
+        "status": datasets.Value("int8"),
+        "cut": datasets.Value("bool"),
+    })
+    progress = _Progress(say, f"tokenizing {where}", len(rows))
+    parts = []
+    for n, start in enumerate(range(0, len(rows), CHUNK_ROWS)):
+        chunk = rows.select(range(start, min(start + CHUNK_ROWS, len(rows))))
+        kwargs = dict(helper=helper, fmt=fmt, labels=labels, max_len=max_len, limit=limit, truncate=truncate,
+                      start=start, report=progress if procs == 1 else None)
+        try:
+            part = chunk.map(_tokenize_batch, batched=True, batch_size=BATCH_ROWS, with_indices=True,
+                             fn_kwargs=kwargs, remove_columns=chunk.column_names, features=features,
+                             num_proc=procs if procs > 1 else None,
+                             cache_file_name=str(work / f"{where}-{n}.arrow"), load_from_cache_file=False,
+                             desc=None)
+        except KeyError as e:   # datasets cannot decode some nested field names it stored
+            raise DataError(f"{where}: a field named {_shown(e.args[0] if e.args else '')} cannot be read back "
+                            "(rename the field)") from None
+        if procs > 1:
+            progress(len(chunk))
+        parts.append(part)
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def _pack_blocks(ds, block: int):
+    """Every example's tokens end to end, cut into `block`-token rows (the last, shorter one kept,
+    unless it has a single token): one int32 copy of the token stream, in Arrow."""
+    import numpy as np
+    import pyarrow as pa
+    import datasets
+
+    pieces = []
+    for table in ds.with_format("arrow").iter(batch_size=50_000):
+        column = table.column("input_ids").combine_chunks()
+        pieces.append(np.asarray(column.flatten(), dtype=np.int32))
+    stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+    offsets = np.arange(0, len(stream), block, dtype=np.int64)
+    offsets = np.append(offsets, len(stream))
+    if len(offsets) > 2 and offsets[-1] - offsets[-2] < 2:
+        offsets = offsets[:-1]
+        stream = stream[:offsets[-1]]
+    values = pa.array(stream, type=pa.int32())
+    ids = pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32() if len(stream) < 2**31 else pa.int64()),
+                                   values) if len(stream) < 2**31 else pa.LargeListArray.from_arrays(offsets, values)
+    table = pa.table({"input_ids": ids, "labels": ids})
+    return datasets.Dataset(table)
 
 
 # -- batching -------------------------------------------------------------------------------------
@@ -580,80 +824,186 @@ def settle_format(section: "DataSection", rows, task: str, where: str) -> str:
     return fmt
 
 
-def prepare_data(section: "DataSection", tokenizer, task: str, seed: int = 0) -> PreparedData:
-    """Read, check, format, tokenize, truncate, split (and pack) the data a run config names."""
-    import datasets
+def prepare_data(section: "DataSection", tokenizer, task: str, seed: int = 0, progress=None) -> PreparedData:
+    """Read, check, format, tokenize, truncate, split (and pack) the data a run config names.
+
+    A staged pipeline on `datasets`: the file is read into Arrow (memory-mapped), rows become
+    examples a batch at a time (`Dataset.map`, in worker processes for a large file), examples
+    with nothing to learn are left out, the evaluation rows are held out, and plain text is packed.
+    No stage holds all examples as Python lists. The result is cached by the files' content, the
+    tokenizer and the settings (datacache.py): a re-run with the same data loads it memory-mapped.
+    `progress(sentence)` hears about each stage (rows/s, time left)."""
+    import numpy as np
+
+    from . import datacache
 
     if task not in TASKS:
         raise DataError(f"data: unknown task '{task}' (expected one of {', '.join(TASKS)})")
+    say = progress
     where = Path(section.path).name
-    rows = read_rows(section.path, "data.path")
-    fmt = settle_format(section, rows, task, where)
     max_len = int(section.max_seq_len)
     causal = task == "causal-lm"
+    eval_max = int(getattr(section, "eval_max", 0) or 0)
+    files = [section.path] + ([section.eval_path] if section.eval_path else [])
+    key = None
+    try:
+        settings = {"task": task, "format": section.format, "max_seq_len": max_len, "pack": bool(section.pack),
+                    "eval_path": bool(section.eval_path), "eval_fraction": float(section.eval_fraction),
+                    "text_column": section.text_column, "label_column": section.label_column, "seed": seed,
+                    "eval_max": eval_max, "names": [Path(f).name for f in files]}
+        if all(Path(f).is_file() for f in files):
+            key = datacache.cache_key(files, tokenizer, settings)
+    except OSError:   # unreadable: read_rows below says why, in one line
+        key = None
+    if key is not None:
+        hit = datacache.load(key)
+        if hit is not None:
+            train, evaluation, meta = hit
+            if say:
+                say(f"prepared data from the cache: {len(train):,} training examples"
+                    + (f", {len(evaluation):,} for evaluation" if evaluation is not None else ""))
+            return _prepared(train, evaluation, meta, tokenizer, causal)
+
+    if say:
+        say(f"reading {where}")
+    rows = read_rows(section.path, "data.path")
+    fmt = settle_format(section, rows, task, where)
 
     labels = None
     label_names: list[str] = []
+    notes: list[str] = []
     if not causal:
-        text_col, label_col, label_names = classification_labels(section, rows)
+        text_col, label_col, label_names = classification_labels(section, rows, notes)
         labels = (text_col, label_col, {name: i for i, name in enumerate(label_names)})
 
     packing = causal and fmt == "text" and bool(section.pack)
-    notes: list[str] = []
+    limit = max_len * CHARS_PER_TOKEN
+    work = datacache.work_folder(key or "nokey")
+    template_used = ""
+    read_files = [rows]
+    try:
+        def load(rows_, where_):
+            helper = _Rows(where_, tokenizer, task, fmt, max_len)
+            n = len(rows_)
+            needed = {"text": ["text"], "prompt-completion": ["prompt", "completion"],
+                      "alpaca": ["instruction", "output"], "messages": ["messages"],
+                      "sharegpt": ["conversations"]}.get(fmt, [])
+            missing = [c for c in needed if c not in rows_.column_names]
+            if missing:
+                raise DataError(f"{where_}: format {fmt} needs column(s) {', '.join(map(repr, missing))}; "
+                                f"found {', '.join(map(repr, rows_.column_names))}")
+            ds = _tokenized(rows_, where_, helper, fmt, labels, max_len, causal and not packing, work,
+                            _procs(section, n), say, limit)
+            table = ds.with_format("arrow")[:]   # whole columns from Arrow (no row-by-row formatting)
+            status = table.column("status").to_numpy() if n else np.zeros(0, dtype=np.int8)
+            cut = int(table.column("cut").to_numpy(zero_copy_only=False).sum()) if n else 0
+            blank = int((status == BLANK).sum())
+            dropped = int((status != KEEP).sum())
+            if blank == n:
+                raise DataError(f"{where_}: no row has any text to learn from (all {n} rows have an empty 'text')")
+            if dropped == n:
+                raise DataError(f"{where_}: no example has any tokens to learn from within max_seq_len={max_len} "
+                                f"(all {n} rows dropped; raise data.max_seq_len)")
+            if blank:
+                notes.append(f"{where_}: {blank} of {n} rows have no text and were skipped")
+            if dropped > blank:
+                notes.append(f"{where_}: {dropped - blank} of {n} rows have nothing left to learn from "
+                             f"within max_seq_len={max_len} and were dropped")
+            if cut:
+                notes.append(f"{where_}: {cut} of {n} rows are longer than {limit:,} characters "
+                             f"(max_seq_len x {CHARS_PER_TOKEN}) and were cut to that before tokenizing")
+            if dropped:
+                ds = ds.select(np.flatnonzero(status == KEEP))
+            return ds.remove_columns(["status", "cut"]), dropped, helper
 
-    def load(rows_, where_):
-        examples, helper = _examples(rows_, where_, tokenizer, task, fmt, max_len, labels)
-        n = len(examples)
-        if causal and not packing:
-            examples, dropped = _truncate(examples, max_len)  # blank rows have no labels: dropped too
+        train, dropped, helper = load(rows, where)
+        template_used = helper.template_used
+        evaluation = None
+        if section.eval_path:
+            eval_where = Path(section.eval_path).name
+            eval_rows = read_rows(section.eval_path, "data.eval_path")
+            read_files.append(eval_rows)
+            if not causal:  # the eval file may use the same auto-detected column names
+                _classification_columns(list(eval_rows.column_names), labels[0], labels[1], eval_where)
+            evaluation, eval_dropped, _ = load(eval_rows, eval_where)
+            dropped += eval_dropped
+        elif section.eval_fraction > 0:
+            n = len(train)
+            n_eval = max(1, math.floor(n * float(section.eval_fraction)))
+            if n - n_eval >= 1:
+                split = train.train_test_split(test_size=n_eval, seed=seed)
+                train, evaluation = split["train"], split["test"]
+            else:
+                notes.append(f"{where}: too few examples ({n}) to hold out data.eval_fraction="
+                             f"{float(section.eval_fraction):g} for evaluation; training without an evaluation set")
+
+        if packing:
+            if say:
+                say(f"packing {where} into blocks of {max_len} tokens")
+            train = _pack_blocks(train, max_len)
+            evaluation = _pack_blocks(evaluation, max_len) if evaluation is not None else None
+            if not any(n >= 2 for n in _lengths(train)):  # one token predicts nothing
+                raise DataError(f"{where}: too little text to train on (no block of two tokens or more)")
+        if evaluation is not None and eval_max and len(evaluation) > eval_max:
+            notes.append(f"{where}: evaluating {eval_max:,} of the {len(evaluation):,} held-out examples "
+                         f"(data.eval_max; 0 evaluates them all)")
+            evaluation = evaluation.select(range(eval_max))
+        meta = {"format": fmt, "label_names": label_names, "chat_template_used": template_used,
+                "dropped": dropped, "notes": notes}
+        if key is not None:
+            if say:
+                say(f"saving the prepared data ({len(train):,} training examples) to the cache")
+            train, evaluation = datacache.save(key, train, evaluation, meta)
         else:
-            examples = [ex for ex in examples if len(ex["input_ids"])]  # packing: blank rows add nothing
-            dropped = n - len(examples)
-        if helper.blank == n:
-            raise DataError(f"{where_}: no row has any text to learn from (all {n} rows have an empty 'text')")
-        if not examples:
-            raise DataError(f"{where_}: no example has any tokens to learn from within max_seq_len={max_len} "
-                            f"(all {n} rows dropped; raise data.max_seq_len)")
-        if helper.blank:
-            notes.append(f"{where_}: {helper.blank} of {n} rows have no text and were skipped")
-        if dropped > helper.blank:
-            notes.append(f"{where_}: {dropped - helper.blank} of {n} rows have nothing left to learn from "
-                         f"within max_seq_len={max_len} and were dropped")
-        return examples, dropped, helper
+            train, evaluation = train.flatten_indices(keep_in_memory=True), (
+                evaluation.flatten_indices(keep_in_memory=True) if evaluation is not None else None)
+    finally:
+        import shutil
 
-    train_examples, dropped, helper = load(rows, where)
-    eval_examples = None
-    if section.eval_path:
-        eval_where = Path(section.eval_path).name
-        eval_rows = read_rows(section.eval_path, "data.eval_path")
-        if not causal:  # the eval file may use the same auto-detected column names
-            _classification_columns(list(eval_rows.column_names), labels[0], labels[1], eval_where)
-        eval_examples, eval_dropped, _ = load(eval_rows, eval_where)
-        dropped += eval_dropped
-    elif section.eval_fraction > 0:
-        n = len(train_examples)
-        n_eval = max(1, math.floor(n * float(section.eval_fraction)))
-        if n - n_eval >= 1:
-            split = datasets.Dataset.from_list(train_examples).train_test_split(test_size=n_eval, seed=seed)
-            train_examples, eval_examples = split["train"].to_list(), split["test"].to_list()
-        else:
-            notes.append(f"{where}: too few examples ({n}) to hold out data.eval_fraction="
-                         f"{float(section.eval_fraction):g} for evaluation; training without an evaluation set")
+        shutil.rmtree(work, ignore_errors=True)   # mapped files stay readable until unmapped
+        if key is not None:
+            for ds in read_files:   # datasets' JSON->Arrow copy: the cache entry replaces it
+                _remove_cache_files(ds)
+    return _prepared(train, evaluation, meta, tokenizer, causal)
 
-    if packing:
-        train_examples = _pack(train_examples, max_len)
-        eval_examples = _pack(eval_examples, max_len) if eval_examples else eval_examples
-    if packing and not any(len(ex["input_ids"]) >= 2 for ex in train_examples):  # one token predicts nothing
-        raise DataError(f"{where}: too little text to train on (no block of two tokens or more)")
 
+def _lengths(ds):
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(ds.with_format("arrow")[:]["input_ids"]).to_numpy(zero_copy_only=False)
+
+
+def _remove_cache_files(ds) -> None:
+    """Delete what datasets wrote when it read a data file (its JSON/CSV -> Arrow copy): of no use
+    once the prepared data is cached, and datasets keeps every version it ever wrote. The copy's
+    folder goes whole (with its dataset_info.json), so a later read of the file converts it again
+    rather than finding a split whose file is gone."""
+    import os
+    import shutil
+
+    for entry in getattr(ds, "cache_files", None) or []:
+        name = entry.get("filename") if isinstance(entry, dict) else None
+        if not name:
+            continue
+        folder = Path(name).parent
+        if (folder / "dataset_info.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            for lock in folder.parent.glob(f"*{folder.name}*.lock"):
+                lock.unlink(missing_ok=True)
+        elif os.path.isfile(name):
+            Path(name).unlink(missing_ok=True)
+
+
+def _prepared(train, evaluation, meta: dict, tokenizer, causal: bool) -> PreparedData:
+    names = list(meta.get("label_names") or [])
     return PreparedData(
-        train=datasets.Dataset.from_list(train_examples),
-        eval=datasets.Dataset.from_list(eval_examples) if eval_examples else None,
+        train=train,
+        eval=evaluation,
         collator=Collator(_pad_id(tokenizer), causal),
-        format=fmt,
-        num_labels=len(label_names),
-        label_names=label_names,
-        chat_template_used=helper.template_used,
-        dropped=dropped,
-        notes=notes,
+        format=meta["format"],
+        num_labels=len(names),
+        label_names=names,
+        chat_template_used=meta.get("chat_template_used", ""),
+        dropped=int(meta.get("dropped", 0)),
+        notes=list(meta.get("notes") or []),
     )

@@ -5,6 +5,11 @@ errors cannot). data.py turns the rows into formatted, tokenized examples.
 A UTF-8 byte-order mark is accepted everywhere; UTF-16/32 text is refused with a message saying
 so. JSON rows may nest lists and objects MAX_DEPTH deep, as deep as Arrow (underneath `datasets`)
 can store; Python's own parser gives up at about a thousand.
+
+Files of any size: the checks read a file a chunk (_CHUNK) at a time, and the loaders write Arrow
+to disk and map it, so neither holds the file in memory. Only a .json document (a JSON array, or
+one object over many lines) must be parsed whole, by us and by `datasets`: one too large for the
+free memory is refused with a line saying to save it as .jsonl.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from .errors import DataError
+from .modelcache import human_size
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -36,6 +42,12 @@ _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # a string, or a
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE_PAIR = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")  # \ud83d\ude00
+_CHUNK = 1 << 20  # bytes read at a time: what the checks hold of a file, whatever its size
+# Parsing JSON whole takes 3 to 11 times its size in memory (bytes, text, Python objects; measured on
+# chat, text and numeric rows), and datasets' .json reader parses a document whole again after us:
+# one JSON value over a quarter of the free memory cannot be read.
+_JSON_MEMORY_FACTOR = 4
+_ASCII_SPACE = b" \t\n\r\x0b\x0c"  # what bytes.strip() strips
 
 
 def read_rows(path: str, field: str = "data.path") -> "datasets.Dataset":
@@ -59,21 +71,30 @@ def read_rows(path: str, field: str = "data.path") -> "datasets.Dataset":
     if not p.is_file():  # a pipe would block the read forever
         raise DataError(f"{path}: not a regular file (a device, pipe or socket); expected a data file")
     try:
-        raw = p.read_bytes()
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(_CHUNK)
     except OSError as e:
         raise DataError(f"{name}: cannot read ({e.strerror})") from None
-    if not raw.removeprefix(codecs.BOM_UTF8).strip():
-        raise DataError(f"{name}: the file is empty")
+    as_lines = ext == ".jsonl"  # read and checked a line at a time (a .json holding JSON lines too)
     if ext == ".parquet":
-        if raw[:4] != b"PAR1":
+        if size <= len(head) and not head.removeprefix(codecs.BOM_UTF8).strip():
+            raise DataError(f"{name}: the file is empty")
+        if head[:4] != b"PAR1":
             raise DataError(f"{name}: not a Parquet file (it does not start with the PAR1 marker)")
         _check_parquet_footer(name, p)
+    elif ext == ".json" and size > _json_limit():
+        chunks = _text_chunks(name, p, head)
+        first = next(chunks, "")  # the encoding checks, on the first chunk only so far
+        as_lines = _starts_json_lines(name, first, size)
+        _check_json_lines(name, _lines(name, _chained(first, chunks)))
+    elif ext == ".json":
+        _check_json_document(name, "".join(_text_chunks(name, p, head)))
+    elif ext == ".jsonl":
+        _check_json_lines(name, _lines(name, _text_chunks(name, p, head)))  # the only way to name the bad line
     else:
-        _check_text(name, raw)
-        if ext == ".jsonl":
-            _check_json_lines(name, raw)  # cheap, and the only way to name the bad line
-        elif ext == ".json":
-            _check_json_document(name, raw)
+        for _ in _text_chunks(name, p, head):
+            pass
 
     import datasets
 
@@ -82,11 +103,11 @@ def read_rows(path: str, field: str = "data.path") -> "datasets.Dataset":
             rows = datasets.load_dataset(_LOADERS[ext], data_files=str(p), split="train",
                                          **_LOADER_OPTIONS.get(ext, {}))
     except Exception as e:  # datasets / pyarrow / pandas raise anything on bad bytes: turn it into one line
-        raise DataError(f"{name}: {_reason(raw, ext, e)}") from None
+        raise DataError(f"{name}: {_reason(p, head, ext, as_lines, e)}") from None
     if ext == ".parquet":
         _check_columns(name, rows)
     if ext == ".txt":
-        rows = rows.select([i for i, t in enumerate(rows["text"]) if t.strip()])  # blank lines are no rows
+        rows = _without_blank_lines(rows)
     if len(rows) == 0:
         raise DataError(f"{name}: the file has no rows")
     return rows
@@ -140,20 +161,124 @@ def _check_columns(name: str, rows) -> None:
             raise DataError(f"{name}: column {column_name!r} {what}") from None
 
 
-def _check_text(name: str, raw: bytes) -> None:
+def _text_chunks(name: str, p: Path, head: bytes) -> Iterator[str]:
+    """The file's text a chunk at a time (byte-order mark dropped), each chunk checked before it is
+    handed on: UTF-16/32, NUL bytes (binary data) and bytes that are not UTF-8 are refused naming the
+    byte offset; a file of nothing but white space is 'empty' once the end is reached."""
     for bom, encoding in _WIDE_TEXT:
-        if raw.startswith(bom):
+        if head.startswith(bom):
             raise DataError(f"{name}: {encoding} text; expected UTF-8 (save the file as UTF-8)")
-    nul = raw.find(b"\x00")
-    if nul >= 0:
-        if _looks_utf16(raw):
-            raise DataError(f"{name}: UTF-16 text (without a byte-order mark); expected UTF-8 "
-                            "(save the file as UTF-8)")
-        raise DataError(f"{name}: binary data at byte offset {nul} (expected UTF-8 text)")
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{name}: not UTF-8 text: invalid byte 0x{raw[e.start]:02x} at byte offset {e.start}") from None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, blank = 0, True
+    with open(p, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            nul = chunk.find(b"\x00")
+            if nul >= 0:
+                if _looks_utf16(head):
+                    raise DataError(f"{name}: UTF-16 text (without a byte-order mark); expected UTF-8 "
+                                    "(save the file as UTF-8)")
+                raise DataError(f"{name}: binary data at byte offset {offset + nul} (expected UTF-8 text)")
+            held = len(decoder.getstate()[0])  # the start of a character cut by the last chunk's end
+            try:
+                text = decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e:
+                raise DataError(f"{name}: not UTF-8 text: invalid byte 0x{e.object[e.start]:02x} at byte offset "
+                                f"{offset - held + e.start}") from None
+            if offset == 0:
+                text = text.removeprefix("\ufeff")
+                blank = not chunk.removeprefix(codecs.BOM_UTF8).strip(_ASCII_SPACE)
+            elif blank:
+                blank = not chunk.strip(_ASCII_SPACE)
+            if not chunk:
+                if blank:
+                    raise DataError(f"{name}: the file is empty")
+                return
+            offset += len(chunk)
+            if text:
+                yield text
+
+
+def _lines(name: str, chunks: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """(line number, line) for each line of the text, split where the JSON-lines reader splits.
+
+    A line that runs past one chunk must start like a JSON object, and may not grow past what can
+    be parsed in the free memory: either way it is refused before it is held whole."""
+    number, pieces, length, after_cr, limit = 0, [], 0, False, None
+    for text in chunks:
+        if after_cr and text.startswith("\n"):  # the rest of a "\r\n" split between two chunks
+            text = text[1:]
+            if not text:
+                continue
+        after_cr = text.endswith("\r")
+        parts = _LINE_BREAK.split(text)
+        for part in parts[:-1]:
+            number += 1
+            yield number, "".join(pieces) + part if pieces else part
+            pieces, length = [], 0
+        if parts[-1]:
+            pieces.append(parts[-1])
+            length += len(parts[-1])
+            if length > _CHUNK and length - len(parts[-1]) <= _CHUNK:  # just grew past one chunk
+                start = "".join(pieces)[:_CHUNK].lstrip(_JSON_SPACE)[:1]
+                if start and start != "{":
+                    raise DataError(f"{name}: line {number + 1}: over {human_size(_CHUNK)} of text that is not a "
+                                    f"JSON object (it starts with {start!r}); expected one JSON object per line")
+            if length > _CHUNK:
+                limit = limit or _json_limit()
+                if length > limit:
+                    raise DataError(f"{name}: line {number + 1} is longer than {human_size(limit)}: one row that "
+                                    f"large cannot be parsed in this machine's free memory "
+                                    f"({human_size(_available_memory())}); expected one JSON object per line")
+    if pieces:
+        yield number + 1, "".join(pieces)
+
+
+def _chained(first: str, rest: Iterable[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def _available_memory() -> int:
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def _json_limit() -> int:
+    """The longest JSON text (a .json document, a line of a .jsonl) that can be parsed whole now."""
+    return _available_memory() // _JSON_MEMORY_FACTOR
+
+
+def _starts_json_lines(name: str, first: str, size: int) -> bool:
+    """Whether a .json file too large to parse whole holds JSON lines (which are read a line at a
+    time); a single document that large is refused."""
+    body = first.lstrip(_JSON_SPACE)
+    if not body.startswith(("[", "{")):
+        start = f"it starts with {body[:1]!r}" if body else f"its first {human_size(_CHUNK)} are blank"
+        raise DataError(f"{name}: not JSON rows ({start}); expected a JSON array of objects, or one JSON "
+                        "object per line")
+    line = _LINE_BREAK.split(body, maxsplit=1)
+    if body.startswith("{") and len(line) == 2:  # a first line that ends within the first chunk
+        try:
+            if isinstance(json.loads(line[0]), dict):
+                return True
+        except (ValueError, RecursionError):
+            pass
+    raise DataError(f"{name}: a single JSON document of {human_size(size)}, too large to read: it must be "
+                    f"parsed whole, which takes several times its size in memory ({human_size(_available_memory())} "
+                    "free); save the rows as JSON lines (.jsonl, one object per line), which are read a line "
+                    "at a time")
+
+
+def _without_blank_lines(rows):
+    """A .txt file's rows without its blank lines, looked at a batch at a time (the text stays on disk)."""
+    import numpy as np
+
+    table = rows.data.table.select(["text"])
+    keep = np.fromiter((bool(t and t.strip()) for batch in table.to_batches(max_chunksize=65536)
+                        for t in batch.column(0).to_pylist()), dtype=bool, count=len(rows))
+    return rows if keep.all() else rows.select(np.flatnonzero(keep))
 
 
 def _looks_utf16(raw: bytes) -> bool:
@@ -167,8 +292,8 @@ def _looks_utf16(raw: bytes) -> bool:
     return False
 
 
-def _check_json_lines(name: str, raw: bytes) -> None:
-    for number, line in enumerate(_LINE_BREAK.split(raw.decode("utf-8-sig")), 1):
+def _check_json_lines(name: str, lines: Iterable[tuple[int, str]]) -> None:
+    for number, line in lines:
         if not line.strip(_JSON_SPACE):
             continue
         try:
@@ -190,8 +315,7 @@ _HUGE_INT = "a number with thousands of digits; expected numbers that fit in 64 
 _TOO_DEEP = f"nested too deeply (more than {MAX_DEPTH} levels of lists and objects in one row)"
 
 
-def _check_json_document(name: str, raw: bytes) -> None:
-    text = raw.decode("utf-8-sig")
+def _check_json_document(name: str, text: str) -> None:
     # The .json reader (ujson) turns 1e999 and Infinity into null and an unpaired surrogate into '',
     # silently: note such numbers while parsing (the hooks run once per number, which text has few of)
     too_large: list[_TooLarge] = []
@@ -213,7 +337,7 @@ def _check_json_document(name: str, raw: bytes) -> None:
         raise DataError(f"{name}: line {text.count(chr(10), 0, at) + 1}: {_TOO_DEEP}") from None
     except json.JSONDecodeError as e:
         if "Extra data" in e.msg:  # several objects: JSON lines saved as .json, datasets reads those
-            _check_json_lines(name, raw)
+            _check_json_lines(name, enumerate(_LINE_BREAK.split(text), 1))
             return
         raise DataError(f"{name}: line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
     if isinstance(value, list):
@@ -264,10 +388,14 @@ def _depth(value: Any) -> int:
 # -- why a loader failed ------------------------------------------------------------------------
 
 
-def _reason(raw: bytes, ext: str, error: Exception) -> str:
-    """One line for a loader failure; for JSON, first look for the row and field at fault."""
+def _reason(p: Path, head: bytes, ext: str, as_lines: bool, error: Exception) -> str:
+    """One line for a loader failure; for JSON, first look for the row and field at fault (reading
+    the file again: a line at a time, or whole for a .json document, which fits in memory)."""
     if ext in (".json", ".jsonl"):
-        found = _json_problem(raw.decode("utf-8-sig"), lines=ext == ".jsonl")
+        if as_lines:
+            found = _first_problem(_line_rows(_lines(p.name, _text_chunks(p.name, p, head))))
+        else:
+            found = _json_problem(p.read_bytes().decode("utf-8-sig"))
         if found:
             return found
     chain = _chain(error)
@@ -334,22 +462,30 @@ _STRICT = json.JSONDecoder(object_pairs_hook=_strict_object, parse_float=_strict
 def _json_problem(text: str, lines: bool = False) -> str:
     """'line 4: ...' for the first row the Arrow JSON reader cannot take (a key twice, a number out
     of range, an unpaired surrogate, a field whose type differs between rows), or ''."""
-    records = []
     try:
-        for where, value in _json_rows(text, lines):
-            bad = _TOO_DEEP if _depth(value) > MAX_DEPTH else _bad_value(value)
-            if bad:
-                return f"{where}: {bad}" if where else bad
-            records.append(value)
-    except _Problem as e:
-        return str(e)
+        return _first_problem(_json_rows(text, lines))
     except RecursionError:  # close to Python's limit, and the stack is deeper here than in read_rows
         top = 1 if text.lstrip(_JSON_SPACE).startswith("[") and not lines else 0  # an array of rows
         at = _too_deep(text, MAX_DEPTH + top)
         return "" if at is None else f"line {text.count(chr(10), 0, at) + 1}: {_TOO_DEEP}"
+
+
+def _first_problem(rows: Iterable[tuple[str, Any]]) -> str:
+    """_json_problem's answer for (where, row) pairs, taken one at a time: a value Arrow cannot
+    store anywhere comes before a type conflict."""
+    types = _TypeConflict()
+    conflict = ""
+    try:
+        for where, value in rows:
+            bad = _TOO_DEEP if _depth(value) > MAX_DEPTH else _bad_value(value)
+            if bad:
+                return f"{where}: {bad}" if where else bad
+            conflict = conflict or types.add(value)
+    except _Problem as e:
+        return str(e)
     except json.JSONDecodeError:  # read_rows' own checks report these first
         return ""
-    return _type_conflict(records)
+    return conflict
 
 
 def _json_rows(text: str, lines: bool):
@@ -376,9 +512,17 @@ def _json_rows(text: str, lines: bool):
             return
         except json.JSONDecodeError:  # JSON lines saved as .json
             pass
-    for number, line in enumerate(_LINE_BREAK.split(text), 1):
+    yield from _line_rows(enumerate(_LINE_BREAK.split(text), 1))
+
+
+def _line_rows(lines: Iterable[tuple[int, str]]):
+    """_json_rows for numbered lines of JSON (read a line at a time from a file)."""
+    for number, line in lines:
         if line.strip(_JSON_SPACE):
-            yield f"line {number}", _decode_at(line, _skip_space(line, 0), f"line {number}")[0]
+            try:
+                yield f"line {number}", _decode_at(line, _skip_space(line, 0), f"line {number}")[0]
+            except RecursionError:  # deeper than Arrow stores, by far
+                raise _Problem(f"line {number}: {_TOO_DEEP}") from None
 
 
 def _decode_at(text: str, pos: int, where: str):
@@ -417,35 +561,39 @@ def _bad_value(record: Any) -> str:
     return ""
 
 
-def _type_conflict(records: list) -> str:
-    """"row 4: 'messages[1].content' is a number, row 1 has a string ..." or ''."""
-    seen: dict[str, tuple[str, int]] = {}
+class _TypeConflict:
+    """Rows fed one at a time; `add` answers "row 4: 'messages[1].content' is a number, row 1 has a
+    string ..." for the first row whose field has another type than in an earlier row, else ''."""
 
-    def walk(value: Any, where: str, row: int) -> str:
+    def __init__(self):
+        self.seen: dict[str, tuple[str, int]] = {}
+        self.row = 0
+
+    def add(self, record: Any) -> str:
+        self.row += 1
+        found = self._walk(record, "")
+        return found + " (every row must use the same type for a field)" if found else ""
+
+    def _walk(self, value: Any, where: str) -> str:
         kind = type_name(value)
         if value is None:
             return ""
         key = _generic(where)
+        seen = self.seen
         if key in seen and seen[key][0] != kind:
-            return f"row {row}: {where!r} is {kind}, row {seen[key][1]} has {seen[key][0]}"
-        seen.setdefault(key, (kind, row))
+            return f"row {self.row}: {where!r} is {kind}, row {seen[key][1]} has {seen[key][0]}"
+        seen.setdefault(key, (kind, self.row))
         if isinstance(value, dict):
             for k, v in value.items():
-                found = walk(v, f"{where}.{k}" if where else str(k), row)
+                found = self._walk(v, f"{where}.{k}" if where else str(k))
                 if found:
                     return found
         elif isinstance(value, list):
             for i, v in enumerate(value):
-                found = walk(v, f"{where}[{i}]", row)
+                found = self._walk(v, f"{where}[{i}]")
                 if found:
                     return found
         return ""
-
-    for row, record in enumerate(records, 1):
-        found = walk(record, "", row)
-        if found:
-            return found + " (every row must use the same type for a field)"
-    return ""
 
 
 def _generic(where: str) -> str:

@@ -37,7 +37,7 @@ from .data import (IGNORE, _classification_columns, _examples, _pack, _truncate,
 from .datafiles import read_rows
 from .errors import DataError, ModelError
 from .models import BUNDLED, gguf_cache_folder, locate_source, pickled_weights
-from .safeload import check_safetensors
+from .safeload import check_safetensors, check_weight_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import DataSection
@@ -214,7 +214,7 @@ def _safetensors_files(folder: Path) -> list[Path]:
     if index.is_file():
         data = _read_json(index, "the safetensors index")
         names = sorted(set((data.get("weight_map") or {}).values())) if isinstance(data, dict) else []
-        missing = [n for n in names if not (folder / n).is_file()]
+        missing = [n for n in names if not (folder / n).exists()]   # a pipe or folder: _safetensors_header says so
         if missing:
             raise ModelError(f"model.source: {folder}: shard {missing[0]} named in model.safetensors.index.json "
                              f"is missing ({len(missing)} of {len(names)} shards missing)")
@@ -273,6 +273,7 @@ def read_gguf_header(path: str | Path) -> tuple[dict, dict, list[tuple[str, tupl
     """
     path = Path(path)
     bad = f"model.source: {path}: not a valid GGUF file"
+    check_weight_file(path, ModelError, "model.source", min_size=0)   # the GGUF checks below say "too short"
     try:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size < 24:

@@ -25,7 +25,7 @@ from typing import Callable
 
 from .errors import ModelError, TrainingError
 from .paths import atomic_dir, studio_home
-from .safeload import check_safetensors, pickle_files, safetensors_error
+from .safeload import check_safetensors, check_weight_file, pickle_files, safetensors_error, special_files
 
 # name -> (python package holding the files, file or folder inside it, task it is meant for)
 BUNDLED = {
@@ -70,6 +70,8 @@ def check_model_folder(folder: Path, source: str, trust_remote_code: bool = Fals
     a readable config.json, safetensors weights (pickled weights are refused), and remote code
     only when the person allowed it. Raises ModelError with one line."""
     folder = Path(folder)
+    for path in special_files(folder):   # before config.json, the tokenizer or the weights are opened
+        check_weight_file(path, ModelError, "model.source")
     config = _read_config(folder, source)
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
@@ -154,6 +156,7 @@ def _convert_gguf(gguf: Path, progress) -> Path:
     folder = gguf_cache_folder(gguf)
     if (folder / "config.json").is_file() and list(folder.glob("*.safetensors")):
         return folder
+    check_weight_file(gguf, ModelError, "model.source")
     progress(f"converting {gguf.name} to safetensors (once; it is cached in {folder.parent})")
     try:
         import importlib
@@ -227,6 +230,8 @@ def load_model(resolved: ResolvedModel, task: str, *, num_labels: int = 0, label
     if storage is not None and storage.quantize == "8bit":
         # bitsandbytes' int8 matmul says on every call that it casts its input to fp16
         warnings.filterwarnings("ignore", message="MatMul8bitLt")
+    for path in sorted(Path(resolved.path).glob("*.safetensors")):   # what from_pretrained will open
+        check_weight_file(path, ModelError, "model.source")
     # a quantized load on CPU: the mapped checkpoint's pages are handed back as it goes
     paging = storage_mod.PageOutWhileLoading(
         sorted(Path(resolved.path).glob("*.safetensors"))
@@ -299,10 +304,13 @@ def locate_source(source: str) -> tuple[str, str]:
         return "bundled", str(pkg_dir / inner)
     path = Path(source).expanduser()
     if path.suffix.lower() == ".gguf":
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             raise ModelError(f"model.source: {path}: no such .gguf file")
+        check_weight_file(path, ModelError, "model.source", min_size=0)   # too short: the GGUF reader says so
         return "gguf", str(path)
     if path.is_dir():
+        if (path / "config.json").exists():   # a named pipe there would block the read
+            check_weight_file(path / "config.json", ModelError, "model.source", min_size=0)
         if not (path / "config.json").is_file():
             raise ModelError(f"model.source: {path}: folder has no config.json (expected a Hugging Face model folder)")
         return "folder", str(path)

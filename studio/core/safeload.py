@@ -11,24 +11,80 @@ The rules (DESIGN.md, "only safetensors are read"):
 - nothing is fetched from the network unless the model source is a hub id (models.py passes
   local_files_only for every local source).
 
-safetensors validates a file when it is opened (the header is parsed and its offsets must cover
-the file exactly), so `check_safetensors` costs a header read, not a load. The adapter-to-base
-shape check below reads headers only as well; no library offers it before a full load.
+Before anything opens a weight file, `check_weight_file` looks at its type and size (a named pipe
+would block the open forever). safetensors validates a file when it is opened (the header is parsed
+and its offsets must cover the file exactly), so `check_safetensors` costs a header read, not a
+load. The adapter-to-base shape check below reads headers only as well; no library offers it
+before a full load.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from .errors import InputError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+MIN_WEIGHT_BYTES = 8   # a safetensors file's header length alone takes 8 bytes
+
+
+def weight_file_problem(path: Path, min_size: int = MIN_WEIGHT_BYTES) -> str | None:
+    """Why `path` cannot be a weight file, from its type and size alone (None when it may be).
+
+    Checked before anything opens it: opening a named pipe waits for a writer forever, and a
+    device or socket is no file to read weights from."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ("a symbolic link that leads nowhere (its target is missing, or it loops)"
+                if os.path.islink(path) else "no such file")
+    except OSError as e:
+        return f"cannot read ({e.strerror})"
+    mode = st.st_mode
+    if not stat.S_ISREG(mode):
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a folder" if stat.S_ISDIR(mode) else "not a regular file")
+        return f"{kind}, not a regular file"
+    if not os.access(path, os.R_OK):
+        return "cannot read (permission denied)"
+    if st.st_size < min_size:
+        return (f"only {st.st_size} bytes, too small to be a weight file (at least {min_size} bytes); "
+                "it may be truncated: copy or download it again")
+    return None
+
+
+def check_weight_file(path: Path, error: type[InputError] = InputError, what: str = "",
+                      min_size: int = MIN_WEIGHT_BYTES) -> None:
+    """Raise `error` naming the file when it is not a regular, readable file of at least `min_size` bytes."""
+    reason = weight_file_problem(Path(path), min_size)
+    if reason is not None:
+        raise error(f"{what}: {path}: {reason}" if what else f"{path}: {reason}")
+
+
+def special_files(folder: Path) -> list[Path]:
+    """The named pipes, sockets and devices in `folder` (links followed): a loader that opens one
+    of them waits forever or reads nonsense."""
+    found = []
+    for entry in sorted(Path(folder).iterdir()):
+        try:
+            mode = entry.stat().st_mode
+        except OSError:   # a broken link: no hang, and the loader says what it misses
+            continue
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            found.append(entry)
+    return found
 
 
 def safetensors_error(path: Path) -> str | None:
     """Why `path` is not a readable safetensors file (None when it is)."""
     from safetensors import safe_open
 
+    reason = weight_file_problem(Path(path))
+    if reason is not None:
+        return reason
     try:
         with safe_open(str(path), framework="numpy") as f:   # the header only; numpy, so no torch import
             f.keys()
@@ -40,6 +96,7 @@ def safetensors_error(path: Path) -> str | None:
 
 def check_safetensors(path: Path, error: type[InputError] = InputError, what: str = "") -> None:
     """Raise `error` naming the file when it is not a complete safetensors file."""
+    check_weight_file(path, error, what)
     reason = safetensors_error(Path(path))
     if reason is not None:
         prefix = f"{what}: " if what else ""

@@ -560,7 +560,10 @@ class Session:
         self._check_cancelled()
         self.tokenizer = load_tokenizer(resolved, cfg.model.trust_remote_code)
         self._progress("reading the dataset")
-        data = prepare_data(cfg.data, self.tokenizer, cfg.model.task, seed=cfg.train.seed)
+        # several processes: the main one prepares (and caches) the data, the others then load it
+        prepare = lambda: prepare_data(cfg.data, self.tokenizer, cfg.model.task, seed=cfg.train.seed,  # noqa: E731
+                                       progress=self._progress if self.world.is_main else None)
+        data = self._main_first(prepare) if self.world.distributed else prepare()
         for note in data.notes:   # rows skipped or dropped, no room for an eval split
             self._progress(f"note: {note}")
         self._check_cancelled()
