@@ -607,7 +607,9 @@ def _tokenized(rows, where: str, helper: "_Rows", fmt: str, labels, max_len: int
                              fn_kwargs=kwargs, remove_columns=chunk.column_names, features=features,
                              num_proc=procs if procs > 1 else None,
                              cache_file_name=str(work / f"{where}-{n}.arrow"), load_from_cache_file=False,
-                             desc=None)
+                             # our own cache decides reuse; without a fingerprint datasets would try to
+                             # pickle the function's arguments (the tokenizer, the progress callback)
+                             new_fingerprint=_fingerprint(work.name, where, n))
         except KeyError as e:   # datasets cannot decode some nested field names it stored
             raise DataError(f"{where}: a field named {_shown(e.args[0] if e.args else '')} cannot be read back "
                             "(rename the field)") from None
@@ -615,6 +617,12 @@ def _tokenized(rows, where: str, helper: "_Rows", fmt: str, labels, max_len: int
             progress(len(chunk))
         parts.append(part)
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def _fingerprint(*parts) -> str:
+    import xxhash
+
+    return xxhash.xxh3_64_hexdigest("\0".join(map(str, parts)).encode("utf-8"))
 
 
 def _pack_blocks(ds, block: int):
