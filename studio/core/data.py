@@ -224,6 +224,14 @@ class _Rows:
         return value
 
     # each returns (input_ids, labels) or raises
+    def plain(self, record, row):
+        """A row of the text, prompt-completion or alpaca format."""
+        if self.fmt == "text":
+            return self.text(record, row)
+        if self.fmt == "prompt-completion":
+            return self.prompt_completion(self.field(record, row, "prompt"), self.field(record, row, "completion"))
+        return self.alpaca(record, row)
+
     def text(self, record, row):
         text = self.field(record, row, "text")
         if not text.strip():  # no example (bos + eos alone would teach the model to stop at once)
@@ -402,15 +410,7 @@ def _examples(rows, where: str, tokenizer, task: str, fmt: str, max_len: int, la
             ids, label = helper.classification(record, row, text_col, label_col, index)
             out.append({"input_ids": ids, "labels": label})
             continue
-        if fmt == "text":
-            ids, lab = helper.text(record, row)
-        elif fmt == "prompt-completion":
-            ids, lab = helper.prompt_completion(helper.field(record, row, "prompt"),
-                                                helper.field(record, row, "completion"))
-        elif fmt == "alpaca":
-            ids, lab = helper.alpaca(record, row)
-        else:
-            ids, lab = helper.messages(record, row)
+        ids, lab = helper.messages(record, row) if fmt in ("messages", "sharegpt") else helper.plain(record, row)
         out.append({"input_ids": ids, "labels": lab})
     return out, helper
 
@@ -502,13 +502,8 @@ def _tokenize_batch(batch: dict, indices: list[int], *, helper: "_Rows", fmt: st
         if limit:
             record, cut_out[j] = _bound(record, fmt, limit)
         blank_before = helper.blank
-        if fmt == "text":
-            ids, lab = helper.text(record, row)
-        elif fmt == "prompt-completion":
-            ids, lab = helper.prompt_completion(helper.field(record, row, "prompt"),
-                                                helper.field(record, row, "completion"))
-        elif fmt == "alpaca":
-            ids, lab = helper.alpaca(record, row)
+        if fmt not in ("messages", "sharegpt"):
+            ids, lab = helper.plain(record, row)
         else:
             helper.check_turns(record, row)
             full, spans = helper.chat_render(helper.chat_messages(record, row), row)
