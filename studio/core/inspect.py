@@ -621,6 +621,10 @@ def preview_dataset(data: "DataSection", model_source: str, task: str, rows: int
     if packing:
         train_set = _pack(train_set, max_len)
         eval_set = _pack(eval_set, max_len) if eval_set else eval_set
+    eval_max = int(getattr(section, "eval_max", 0) or 0)
+    if eval_max and len(eval_set) > eval_max:   # prepare_data evaluates these only
+        warnings.append(f"evaluating {eval_max:,} of the {len(eval_set):,} held-out examples (data.eval_max)")
+        eval_set = eval_set[:eval_max]
 
     dropped = kept.count(False) + (eval_kept.count(False) if eval_examples is not None else 0)
     truncated = 0 if packing else sum(n > max_len for n in full)

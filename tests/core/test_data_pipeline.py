@@ -200,3 +200,18 @@ def test_the_evaluation_set_is_capped_and_says_so(tmp_path, tok):
     assert "chat.jsonl: evaluating 10 of the 30 held-out examples (data.eval_max; 0 evaluates them all)" in capped.notes
     whole = prepare_data(_section(path, eval_fraction=0.5, eval_max=0), tok, "causal-lm")
     assert len(whole.eval) == 30 and _rows(whole.eval)[:10] == _rows(capped.eval)
+
+
+def test_the_preview_counts_the_capped_evaluation_set(tmp_path, tok, monkeypatch):
+    """The window's dataset check shows the sizes training will have, cap included."""
+    from studio.core import inspect as insp
+
+    path = tmp_path / "chat.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+            for i in range(60)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    monkeypatch.setattr(insp, "_tokenizer", lambda src, trust, say: (type("R", (), {"path": "-"})(), tok,
+                                                                      __import__("threading").Lock()))
+    preview = insp.preview_dataset(_section(path, eval_fraction=0.5, eval_max=10), "fake", "causal-lm")
+    prepared = prepare_data(_section(path, eval_fraction=0.5, eval_max=10), tok, "causal-lm")
+    assert (preview["train_examples"], preview["eval_examples"]) == (len(prepared.train), len(prepared.eval)) == (30, 10)
