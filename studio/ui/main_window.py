@@ -30,6 +30,7 @@ from studio.core.paths import studio_home
 from studio.core.resources import default_config_path
 from studio.core.storage import held_text
 
+from . import wheelguard
 from .charts_panel import ChartsPanel
 from .gallery_actions import GalleryController
 from .history import RunHistory
@@ -59,6 +60,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: QSettings | None = None):
         super().__init__()
+        wheelguard.install()   # the wheel scrolls the set-up column, never a value under the pointer
         self.setObjectName("mainWindow")
         self.setWindowTitle("LoRA Studio")
         self.setAcceptDrops(True)

@@ -517,3 +517,45 @@ def test_qt_binding_keeps_python_singletons_alive(qapp):
         label.setVisible(False)
     after = sys.getrefcount(None), sys.getrefcount(True), sys.getrefcount(False)
     assert all(a >= b - 50 for a, b in zip(after, before)), (before, after)
+
+
+def _wheel(widget, steps: int = -3) -> None:
+    """A mouse wheel turned over the middle of `widget` (negative: towards the person, scrolling down)."""
+    from PySide6.QtCore import QPoint, QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    pos = QPointF(widget.width() / 2, widget.height() / 2)
+    for _ in range(abs(steps)):
+        event = QWheelEvent(pos, QPointF(widget.mapToGlobal(pos.toPoint())), QPoint(0, 0),
+                            QPoint(0, 120 if steps > 0 else -120), Qt.MouseButton.NoButton,
+                            Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+        QApplication.sendEvent(widget, event)
+
+
+def test_the_wheel_over_the_setup_column_scrolls_it_and_changes_no_value(make_window, qtbot):
+    """Issue 20: scrolling the set-up column walked the variant adalora -> dora -> delta-lora and
+    r 16 -> 12 as the boxes passed under the pointer."""
+    from PySide6.QtWidgets import QAbstractSpinBox
+
+    window = make_window()
+    window.resize(1280, 800)
+    window.show()
+    qtbot.waitExposed(window)
+    combo = window.findChild(QComboBox, "variantCombo")
+    combo.setCurrentText("adalora")
+    rank = window.variant_panel.form.editors["init_r"]
+    assert isinstance(rank, QAbstractSpinBox)
+    before = (combo.currentText(), rank.value())
+    bar = window.setup_scroll.verticalScrollBar()
+    bar.setValue(0)
+    window.setFocus()
+    _wheel(combo)
+    _wheel(rank)
+    assert (combo.currentText(), rank.value()) == before
+    assert bar.value() > 0, "the column scrolled instead"
+    # a box the person clicked into takes the wheel as usual
+    rank.setFocus()
+    qtbot.waitUntil(rank.hasFocus)
+    _wheel(rank, steps=1)
+    assert rank.value() == before[1] + 1
