@@ -450,7 +450,9 @@ class MainWindow(QMainWindow):
         busy = self.model_panel.busy and self.model_panel.description is None
         if errors:
             first_key = next(iter(errors))
-            message = errors[first_key] if first_key == "config" else f"{first_key}: {errors[first_key]}"
+            message = errors[first_key]
+            if first_key != "config" and not message.startswith(f"{first_key}:"):   # a core error names it already
+                message = f"{first_key}: {message}"
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             self.validation_label.setText(message + more)
         else:

@@ -559,3 +559,13 @@ def test_the_wheel_over_the_setup_column_scrolls_it_and_changes_no_value(make_wi
     qtbot.waitUntil(rank.hasFocus)
     _wheel(rank, steps=1)
     assert rank.value() == before[1] + 1
+
+
+def test_a_model_error_names_its_field_once(make_window, qtbot, tmp_path):
+    """Issue 20: the banner said "model.source: model.source: ...: no such folder or file"."""
+    window = make_window()
+    missing = tmp_path / "no-such-model"
+    window.model_panel.source_combo.setEditText(str(missing))
+    qtbot.waitUntil(lambda: "no such folder or file" in window.validation_label.text(), timeout=10_000)
+    text = window.validation_label.text()
+    assert text.startswith(f"model.source: {missing}") and text.count("model.source:") == 1, text
