@@ -109,6 +109,8 @@ class MainWindow(QMainWindow):
         for panel in (self.model_panel, self.data_panel, self.variant_panel, self.training_panel):
             panel.changed.connect(self._on_setup_changed)
         self.data_panel.preview_ready.connect(self._on_preview_ready)
+        self._raise_preview = False   # Preview was pressed: its tab comes to the front when ready
+        self.data_panel.preview_button.clicked.connect(lambda: setattr(self, "_raise_preview", True))
         self.data_panel.preview_started.connect(lambda: self.preview_view.setHtml("<i>reading the dataset…</i>"))
         self.data_panel.preview_failed.connect(
             lambda text: self.preview_view.setHtml(f"<p style='color:#d0342c'>{escape(text)}</p>"))
@@ -1028,6 +1030,10 @@ class MainWindow(QMainWindow):
     def _on_preview_ready(self, preview: dict) -> None:
         self.preview_view.setHtml(preview_html(preview))
         self.validate_timer.start()
+        if self._raise_preview:   # asked for: shown in front of the Runs tab (the automatic check is not)
+            self._raise_preview = False
+            self.preview_dock.show()
+            self.preview_dock.raise_()
 
     # -- dialogs (methods, so tests replace them) --------------------------------------------
 

@@ -569,3 +569,19 @@ def test_a_model_error_names_its_field_once(make_window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: "no such folder or file" in window.validation_label.text(), timeout=10_000)
     text = window.validation_label.text()
     assert text.startswith(f"model.source: {missing}") and text.count("model.source:") == 1, text
+
+
+def test_pressing_preview_brings_the_preview_to_the_front(make_window, qtbot, tiny_llama, tmp_path):
+    """Issue 20: Preview filled the Data preview tab while the Runs tab stayed in front. (The
+    window's own check of the data, after an edit, leaves the tabs as they are.)"""
+    window = make_window(write_config(tmp_path / "run.toml", tiny_config(tiny_llama, tmp_path / "runs")))
+    window.resize(1280, 800)
+    window.show()
+    qtbot.waitExposed(window)
+    ready(qtbot, window)
+    qtbot.waitUntil(lambda: window.data_panel.preview is not None, timeout=60_000)
+    window.runs_dock.raise_()
+    qtbot.waitUntil(lambda: window.preview_dock.visibleRegion().isEmpty(), timeout=5_000)
+    with qtbot.waitSignal(window.data_panel.preview_ready, timeout=60_000):
+        qtbot.mouseClick(window.data_panel.preview_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not window.preview_dock.visibleRegion().isEmpty(), timeout=5_000)
