@@ -585,3 +585,14 @@ def test_pressing_preview_brings_the_preview_to_the_front(make_window, qtbot, ti
     with qtbot.waitSignal(window.data_panel.preview_ready, timeout=60_000):
         qtbot.mouseClick(window.data_panel.preview_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not window.preview_dock.visibleRegion().isEmpty(), timeout=5_000)
+
+
+def test_a_first_launch_fits_the_screen_frame_included(make_window, qtbot):
+    """Issue 20: a fresh window was the screen's size plus its title bar, its status bar off-screen."""
+    window = make_window()
+    window.show()
+    qtbot.waitExposed(window)
+    room = window.screen().availableGeometry()
+    # top to bottom, title bar to status bar (the width needs item 1: no label may set the minimum width)
+    qtbot.waitUntil(lambda: room.top() <= window.frameGeometry().top()
+                    and window.frameGeometry().bottom() <= room.bottom(), timeout=3_000)
