@@ -596,3 +596,19 @@ def test_a_first_launch_fits_the_screen_frame_included(make_window, qtbot):
     # top to bottom, title bar to status bar (the width needs item 1: no label may set the minimum width)
     qtbot.waitUntil(lambda: room.top() <= window.frameGeometry().top()
                     and window.frameGeometry().bottom() <= room.bottom(), timeout=3_000)
+
+
+def test_returning_to_a_variant_brings_its_own_defaults_back(make_window):
+    """Issue 20: LoRA -> VeRA -> LoRA left r = 256 (VeRA's default), and LoRA -> DoRA -> LoRA left
+    DoRA's init; a value the person changed is kept."""
+    window = make_window()
+    combo = window.findChild(QComboBox, "variantCombo")
+    lora = window.variant_panel.values()
+    for other in ("vera", "dora", "adalora", "lora-fa"):
+        combo.setCurrentText(other)
+        combo.setCurrentText("lora")
+        assert window.variant_panel.values() == lora, other
+    window.findChild(QLineEdit, "variant_alpha").setText("8")
+    combo.setCurrentText("vera")
+    combo.setCurrentText("lora")
+    assert window.variant_panel.values() == {**lora, "alpha": 8.0}
