@@ -218,3 +218,33 @@ def test_a_nan_failed_run_resumes_from_its_last_good_checkpoint(tiny_llama, tmp_
     weights = load_file(str(resumed.adapter_path / "adapter_model.safetensors"))
     assert all(bool(t.isfinite().all()) for t in weights.values())
     assert [e["status"] for e in events if e["type"] == "run_finished"] == ["failed", "completed"]
+
+
+def test_throughput_after_a_pause_counts_the_step_only(tiny_llama, tmp_path):
+    """Issue 20: the step a pause fell in reported 59,841 tokens/s against ~16 (the clock restarted
+    at the resume, so the step seemed to last from the resume to its log). A paused second counts
+    neither as step time nor as none."""
+    control = RunControl()
+    session = Session(_config(tiny_llama, tmp_path, {"name": "lora", "r": 4}), control=control)
+    events: list[dict] = []
+    paused = threading.Event()
+
+    def sink(event):
+        events.append(event)
+        if event["type"] == "step" and event["step"] == 2:
+            control.pause()
+        if event["type"] == "paused":
+            paused.set()
+
+    worker = threading.Thread(target=lambda: session.run(sink=sink))
+    worker.start()
+    try:
+        assert paused.wait(timeout=300)
+        threading.Event().wait(1.0)   # a person looks at the charts for a second
+    finally:
+        control.resume()
+        worker.join(timeout=300)
+    rates = {e["step"]: e["tokens_per_s"] for e in events if e["type"] == "step"}
+    others = sorted(v for k, v in rates.items() if k not in (1, 3))
+    typical = others[len(others) // 2]
+    assert typical / 4 < rates[3] < typical * 4, rates
