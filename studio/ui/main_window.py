@@ -821,6 +821,8 @@ class MainWindow(QMainWindow):
         self.pause_button.setText("Resume" if state == "paused" else "Pause")
         if state == "paused":
             self.statusBar().showMessage("Paused — press Resume to continue")
+        elif self.statusBar().currentMessage().startswith("Paused"):   # it follows the run's state
+            self.statusBar().clearMessage()
 
     def _on_controller_finished(self, result: dict) -> None:
         self.repaint_timer.stop()
@@ -942,7 +944,9 @@ class MainWindow(QMainWindow):
         speed = s.get("speed")
         labels["speed"].setText(f"{speed:,.0f} tok/s" if speed else "– tok/s")
         eta = "ETA –"
-        if self._run_started_at is not None and total and step > s.get("first_step", 0):
+        # an ETA only while the run goes on: not once it stopped or finished, nor while it is paused
+        if (self.controller.is_running and self.controller.state != "paused" and self._run_started_at is not None
+                and total and step > s.get("first_step", 0)):
             rate = (time.monotonic() - self._run_started_at) / (step - s.get("first_step", 0))
             eta = f"ETA {_hms(rate * (total - step))}"
         labels["eta"].setText(eta)

@@ -612,3 +612,20 @@ def test_returning_to_a_variant_brings_its_own_defaults_back(make_window):
     combo.setCurrentText("vera")
     combo.setCurrentText("lora")
     assert window.variant_panel.values() == {**lora, "alpha": 8.0}
+
+
+def test_status_texts_follow_the_run_state(make_window):
+    """Issue 20: after Resume the status bar still said "Paused — press Resume to continue", and the
+    ETA stayed after Stop."""
+    import time as _time
+
+    window = make_window()
+    window._on_controller_state("paused")
+    assert window.statusBar().currentMessage().startswith("Paused")
+    window._on_controller_state("running")
+    assert window.statusBar().currentMessage() == ""
+    # a run that has ended (no run going on) shows no ETA, whatever its last step said
+    window._status.update(step=3, total=6, first_step=0)
+    window._run_started_at = _time.monotonic() - 30
+    window._update_status_bar()
+    assert window.status_labels["eta"].text() == "ETA –"
