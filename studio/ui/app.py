@@ -78,6 +78,14 @@ def main(path: str | None = None, screenshot: str | None = None, screenshot_dela
               "(pip install 'lora-studio[gui]'); the command line works without them", file=sys.stderr)
         return 2
     existing = QApplication.instance() is not None
+    if not existing:
+        from . import qtlibs
+
+        if qtlibs.uses_xcb():
+            lacking = qtlibs.missing()
+            if lacking:   # Qt would abort, naming the wrong library
+                print(qtlibs.message(lacking), file=sys.stderr)
+                return 2
     app = application()
     window = open_window(path)
     if screenshot:
