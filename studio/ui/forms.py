@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QSpinBox, QVBoxLayout, QWidget)
 
 from studio.core.options import coerce, describe_fields, steps_of_run
@@ -23,6 +23,28 @@ ERROR_STYLE = "color: #d0342c;"
 def camel(name: str) -> str:
     head, *rest = name.replace("-", "_").split("_")
     return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+class IntBox(QSpinBox):
+    """A spin box that keeps what was typed, in its option's range or not: a value out of range is
+    marked by the form like any invalid value (a plain QSpinBox put 16 back for a typed 0, and
+    500 for 5000, without a word). The arrows, keys and wheel stay within the range."""
+
+    def __init__(self, low: int, high: int, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.low, self.high = low, high
+        self.setRange(-2**31, 2**31 - 1)
+
+    def stepBy(self, steps: int) -> None:   # noqa: N802 (Qt's name)
+        self.setValue(min(max(self.value() + steps * self.singleStep(), self.low), self.high))
+
+    def stepEnabled(self):   # noqa: N802
+        flags = QAbstractSpinBox.StepEnabledFlag.StepNone
+        if self.value() < self.high:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
+        if self.value() > self.low:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
+        return flags
 
 
 class OptionsForm(QWidget):
@@ -85,11 +107,9 @@ class OptionsForm(QWidget):
             editor.addItems([str(c) for c in f["choices"]])
             editor.currentIndexChanged.connect(self._on_editor_changed)
         elif kind == "int" and f.get("max", 0) <= 2**31 - 1:
-            editor = QSpinBox()
-            editor.setRange(int(f.get("min", -2**31)), int(f.get("max", 2**31 - 1)))
+            editor = IntBox(int(f.get("min", -2**31)), int(f.get("max", 2**31 - 1)))
             editor.setKeyboardTracking(False)
             editor.valueChanged.connect(self._on_editor_changed)
-            # spin boxes cannot hold a bad value; the range is the check
         else:   # floats in a line edit: learning rates are written 2e-4
             editor = QLineEdit()
             editor.textChanged.connect(self._on_editor_changed)

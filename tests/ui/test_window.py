@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QPushButton
+from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QPushButton, QSpinBox
 
 from studio.core.config import RunConfig
 from studio.core.telemetry import read_events
@@ -629,3 +629,24 @@ def test_status_texts_follow_the_run_state(make_window):
     window._run_started_at = _time.monotonic() - 30
     window._update_status_bar()
     assert window.status_labels["eta"].text() == "ETA –"
+
+
+def test_an_out_of_range_number_is_marked_not_replaced(make_window, qtbot):
+    """Issue 20: typing r = 0 silently went back to 16, and 5000 silently became 500."""
+    window = make_window()
+    qtbot.waitUntil(lambda: window.validation_label.text() == "", timeout=30_000)
+    r = window.findChild(QSpinBox, "variant_r")
+    for typed in ("0", "5000"):
+        r.lineEdit().selectAll()
+        qtbot.keyClicks(r.lineEdit(), typed)
+        qtbot.keyClick(r.lineEdit(), Qt.Key.Key_Return)
+        assert r.value() == int(typed)
+        window.validate()
+        assert window.variant_panel.values()["r"] == int(typed)
+        assert window.findChild(QLabel, "variant_r_error").isVisibleTo(window), typed
+        assert "variant.r" in window.validation_label.text() and not window.train_button.isEnabled()
+    r.lineEdit().selectAll()
+    qtbot.keyClicks(r.lineEdit(), "16")
+    qtbot.keyClick(r.lineEdit(), Qt.Key.Key_Return)
+    window.validate()
+    assert not window.findChild(QLabel, "variant_r_error").isVisibleTo(window)
