@@ -173,6 +173,33 @@ def _targets(shapes: Shapes, target_modules: str) -> list[tuple[int, int]]:
     return out
 
 
+def check_rank(variant_name: str, opts, shapes: Shapes) -> None:
+    """A rank above an adapted layer's min(in, out), refused from the file headers, before anything
+    loads (the same sentence variants.base.check_ranks gives once the model is built)."""
+    from .errors import ConfigError
+    from .variants import get_variant
+
+    option = get_variant(variant_name).rank_option
+    if not option:
+        return
+    rank = getattr(opts, option)
+    text = opts.target_modules.strip()
+    wanted = None if text == "all-linear" else {t.strip() for t in text.split(",") if t.strip()}
+    smallest = None
+    for name, shape in shapes.tensors:
+        if not name.endswith(".weight") or not _is_linear(name, shape):
+            continue
+        module = _module(name)
+        if wanted is not None and module.rsplit(".", 1)[-1] not in wanted and module not in wanted:
+            continue
+        if smallest is None or min(shape[:2]) < min(smallest[1]):
+            smallest = (module, (shape[1], shape[0]))
+    if smallest is not None and rank > min(smallest[1]):
+        layer, (fan_in, fan_out) = smallest
+        raise ConfigError(f"variant.{option}: expected at most {min(smallest[1])} for this model ({layer} maps "
+                          f"{fan_in} to {fan_out} features), got {rank}")
+
+
 def _adapter_numbers(variant: str, opts, targets: list[tuple[int, int]]) -> tuple[int, int, int]:
     """(trainable, frozen adapter numbers, extra fp32 copies of W) for a variant's adapter."""
     r = int(getattr(opts, "r", 16))
@@ -204,6 +231,7 @@ def estimate(cfg: RunConfig, *, device: str | None = None, free_bytes: int | Non
     shapes = shapes or model_shapes(cfg.model.source, cfg.source_path)
     opts = cfg.variant_options()
     targets = _targets(shapes, opts.target_modules)
+    check_rank(cfg.variant_name, opts, shapes)
     stored = storage.BYTES[held.dtype]
     weights = 0
     for name, shape in shapes.tensors:

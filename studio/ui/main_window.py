@@ -484,6 +484,11 @@ class MainWindow(QMainWindow):
         if plan is None:
             self.memory_label.setText("")
             self.memory_label.setToolTip(f"memory plan: {error}" if error else "")
+            if error.startswith("variant."):   # a rank the model's layers cannot take: before Train, once
+                self._mark_cross_field_error(error)
+                self.validation_errors = {"config": error.split(": ", 1)[1]}
+                self.validation_label.setText(error)
+                self._update_actions(valid=False)
             return
         free = f" of {gib(plan.free_bytes)} free" if plan.free_bytes is not None else ""
         text = f"Memory ~{gib(plan.peak_bytes)}{free}"

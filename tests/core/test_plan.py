@@ -116,3 +116,13 @@ def test_a_load_that_converts_the_checkpoint_counts_the_mapped_file(tiny_llama):
                       free_bytes=64 * GIB)
         assert q4.peak_bytes == (q4.weights_bytes + q4.adapter_bytes + q4.optimizer_bytes + q4.activations_bytes
                                  + q4.runtime_bytes)
+
+
+def test_a_rank_above_a_layer_is_refused_from_the_headers(tiny_llama):
+    """The same sentence the built model gives (variants.base.check_ranks), before anything loads."""
+    from studio.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^variant\.r: expected at most \d+ for this model \(model\.layers\.\d+\."):
+        estimate(_config(tiny_llama).with_overrides(["variant.r=4096"]), free_bytes=64 * GIB)
+    vera = _config(tiny_llama).with_overrides(["variant.name=vera", "variant.r=4096"])
+    assert estimate(vera, free_bytes=64 * GIB).peak_bytes > 0   # VeRA's r is the shared width, not a rank

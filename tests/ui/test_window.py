@@ -650,3 +650,18 @@ def test_an_out_of_range_number_is_marked_not_replaced(make_window, qtbot):
     qtbot.keyClick(r.lineEdit(), Qt.Key.Key_Return)
     window.validate()
     assert not window.findChild(QLabel, "variant_r_error").isVisibleTo(window)
+
+
+def test_a_rank_the_model_cannot_take_is_refused_before_train(make_window, qtbot, tiny_llama, tmp_path):
+    """Issue 20: r = 500 on a 576-wide model passed the form, and the run failed ~30 s later after
+    loading the model, with the message three times. The layers' sizes come from the file headers."""
+    window = make_window(write_config(tmp_path / "run.toml", tiny_config(tiny_llama, tmp_path / "runs")))
+    ready(qtbot, window)
+    r = window.findChild(QSpinBox, "variant_r")
+    r.setValue(300)
+    qtbot.waitUntil(lambda: "expected at most" in window.validation_label.text(), timeout=30_000)
+    assert window.validation_label.text().startswith("variant.r: expected at most")
+    assert not window.train_button.isEnabled()
+    assert window.findChild(QLabel, "variant_r_error").isVisibleTo(window)
+    r.setValue(4)
+    qtbot.waitUntil(lambda: window.train_button.isEnabled(), timeout=30_000)
