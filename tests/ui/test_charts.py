@@ -571,3 +571,12 @@ def test_panel_fed_live_matches_the_run_folder(qtbot, adalora_run):
     assert _nan_equal(live_panel.rank_chart.rank_image.image, folder_panel.rank_chart.rank_image.image)
     assert live_panel.importance_chart.bar_data()[0] == folder_panel.importance_chart.bar_data()[0]
     assert live_panel.status_label.text() == folder_panel.status_label.text()
+
+
+def test_decomposition_hint_counts_in_words(qtbot):
+    """Issue 20 (polish): one measured step read "1 steps (6–6)"."""
+    chart = _chart(qtbot, DecompositionChart)
+    chart.set_points([0, 1], [6, 6], [0.1, 0.2], [0.01, 0.02], ["q", "k"])
+    assert chart.hint_label.text() == "2 layers · step 6"
+    chart.set_points([0, 0], [4, 6], [0.1, 0.2], [0.01, 0.02], ["q"])
+    assert chart.hint_label.text() == "1 layer · 2 steps (4–6)"

@@ -88,8 +88,9 @@ class DecompositionChart(ChartWidget):
         self.trail_curve.setData(self.dd[order], self.dm[order], connect=same_layer_next)
         self._recolour()
         steps = np.unique(self.step)
-        self.hint_label.setText(f"{len(np.unique(self.layer_index))} layers · {len(steps)} steps "
-                                f"({int(steps[0])}–{int(steps[-1])})")
+        n_layers = len(np.unique(self.layer_index))
+        span = f"step {int(steps[0])}" if len(steps) == 1 else f"{len(steps)} steps ({int(steps[0])}–{int(steps[-1])})"
+        self.hint_label.setText(f"{n_layers} layer{'s' if n_layers != 1 else ''} · {span}")
 
     def clear(self) -> None:
         self.set_points([], [], [], [], [])
