@@ -1,8 +1,8 @@
 """RunConfig: one TOML file describes one run.
 
 The window edits it, the CLI takes it (`lora-studio train CONFIG.toml --set train.max_steps=50`),
-the run folder keeps the resolved copy so a run can be repeated as is. Sections and keys follow
-DESIGN.md; each key is a described dataclass field (see options.py), so bounds and help text live
+the run folder keeps the resolved copy so a run can be repeated as is. Sections are model, data,
+variant, train and telemetry; each key is a described dataclass field (see options.py), so bounds and help text live
 next to the default. Variant options live in `[variant]` beside `name` and are checked against the
 chosen variant's own options dataclass (see variants/).
 """

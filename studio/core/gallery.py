@@ -1,4 +1,4 @@
-"""The adapter gallery: a folder per adapter under `studio_home()/gallery` (DESIGN.md).
+"""The adapter gallery: a folder per adapter under `studio_home()/gallery`.
 
 Each entry folder holds the PEFT files (`adapter_config.json`, `adapter_model.safetensors`), the
 tokenizer the run trained with (chat template included), `studio.json` (base model and its

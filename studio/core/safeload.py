@@ -1,6 +1,6 @@
 """Safe loading: which files the studio reads, and checks that make a bad file a one-line error.
 
-The rules (DESIGN.md, "only safetensors are read"):
+The rules (only safetensors are read):
 - weights (base models, adapters, our checkpoint state) are read from .safetensors only; a folder
   whose weights are pickles (pytorch_model.bin, *.pt, *.pth, *.ckpt) is refused with a sentence
   that says how to convert it;

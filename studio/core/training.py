@@ -3,7 +3,7 @@
     session = Session(RunConfig.from_toml("run.toml"))
     result = session.run(sink=print)          # blocks; call session.control.stop() from elsewhere
 
-The Session makes the run folder (DESIGN.md: config.toml, events.jsonl, checkpoints/, adapter/),
+The Session makes the run folder (config.toml, events.jsonl, checkpoints/, adapter/),
 loads the base model and the data, lets the chosen variant build its adapters, and runs the
 Trainer with callbacks that turn the Trainer's logs into events, honour stop and pause requests
 between optimizer steps, and keep variant state beside each checkpoint. A stopped run still saves

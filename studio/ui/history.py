@@ -2,7 +2,7 @@
 
 Pure Python + numpy, no Qt, so it is testable anywhere and cheap to feed from the GUI thread.
 The same events give the same arrays whether they arrive live from a worker or are read back
-from a run folder's events.jsonl (DESIGN.md: a finished run re-opens exactly as it looked live):
+from a run folder's events.jsonl (a finished run re-opens exactly as it looked live):
 
     history = RunHistory.from_run_folder("runs/20250101-120000-lora")
     history.steps, history.loss                # numpy views of the filled part of growing buffers

@@ -1,5 +1,5 @@
 """Window benchmarks: time from launch to a visible window, and the event loop's longest stalls
-while a run trains. Prints figures; asserts nothing (HOUSE_STYLE: benchmarks are scripts).
+while a run trains. Prints figures; asserts nothing (benchmarks are scripts that print figures).
 
     .venv/bin/python tests/bench/bench_window.py                 # both, bundled SmolLM2 run
     .venv/bin/python tests/bench/bench_window.py --quick         # tiny random model (fast steps)

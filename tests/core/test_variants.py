@@ -71,7 +71,7 @@ def test_variant_trains_saves_and_reloads_in_stock_peft(variant, model_kind, tin
     assert result.status == "completed", result.error
     assert result.exit_code == 0
 
-    # a real run: finite loss that moves, events in order, the run folder as DESIGN.md says
+    # a real run: finite loss that moves, events in order, the run folder as the README's "The run folder" describes it
     losses = [e["loss"] for e in recorder.of("step")]
     assert len(losses) == STEPS and all(math.isfinite(x) for x in losses)
     assert max(losses) - min(losses) > 1e-4

@@ -2,7 +2,8 @@
 sink, and the Session writes each one as a JSON line to `events.jsonl` in the run folder,
 flushed as it goes, so a finished run can be re-read and re-drawn exactly as it looked live.
 
-Every event has `type`, `step` and `time` (seconds since the epoch); DESIGN.md lists the types.
+Every event has `type`, `step` and `time` (seconds since the epoch); the emitters in this package
+and training.py are the list of types.
 """
 
 from __future__ import annotations
