@@ -11,12 +11,13 @@ when their tab is shown, so a live run costs the GUI thread one tab's worth of d
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from studio.core.storage import held_text
 
 from .charts import (DecompositionChart, ImportanceChart, LossChart, OptimizerChart, RankChart, SpectrumChart,
                      ThroughputChart)
+from .elide import ElidedLabel
 from .history import GROUPS, RunHistory
 
 # chart key -> the RunHistory groups it draws
@@ -51,23 +52,29 @@ class ChartsPanel(QWidget):
                        "importance": self.importance_chart, "rank": self.rank_chart,
                        "decomposition": self.decomposition_chart}
 
-        self.status_label = QLabel("")
-        self.status_label.setObjectName("chartsStatusLabel")
+        self.status_label = ElidedLabel(name="chartsStatusLabel")   # never widens the window
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status_label.setContentsMargins(6, 4, 6, 2)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("chartsTabs")
         self.tabs.setAccessibleName("Chart tabs")
-        training = QSplitter(Qt.Orientation.Vertical)
-        training.setObjectName("trainingChartsSplitter")
-        training.setChildrenCollapsible(False)
+        # each chart is as tall as its plots need (ChartWidget's minimum height); a tab shorter than
+        # that scrolls, so neither the plots are squashed nor the window is forced taller
+        self.training_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.training_splitter.setObjectName("trainingChartsSplitter")
+        self.training_splitter.setChildrenCollapsible(False)
         for chart, stretch in ((self.loss_chart, 5), (self.optimizer_chart, 4), (self.throughput_chart, 2)):
-            chart.setMinimumHeight(140)
-            training.addWidget(chart)
-            training.setStretchFactor(training.count() - 1, stretch)
-        self.tabs.addTab(training, "Training")
-        for title in list(TABS)[1:]:
-            self.tabs.addTab(self.charts[TABS[title][0]], title)
+            self.training_splitter.addWidget(chart)
+            self.training_splitter.setStretchFactor(self.training_splitter.count() - 1, stretch)
+        self.tab_scrolls: dict[str, QScrollArea] = {}
+        for title in TABS:
+            page = self.training_splitter if title == "Training" else self.charts[TABS[title][0]]
+            self.tab_scrolls[title] = scroll = QScrollArea()
+            scroll.setObjectName(f"{title.lower()}ChartsScroll")
+            scroll.setFrameShape(QFrame.Shape.NoFrame)
+            scroll.setWidgetResizable(True)
+            scroll.setWidget(page)
+            self.tabs.addTab(scroll, title)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)

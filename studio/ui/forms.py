@@ -248,6 +248,7 @@ class FileField(QWidget):
         self.edit.setObjectName(object_name)
         self.edit.setAccessibleName(caption)
         self.edit.textChanged.connect(lambda _: self.changed.emit())
+        self.edit.textChanged.connect(self.edit.setToolTip)     # the whole path, when the field is narrow
         self.button = QPushButton("Browse…")
         self.button.setObjectName(object_name + "Browse")
         self.button.clicked.connect(self._on_button_clicked)
@@ -260,7 +261,7 @@ class FileField(QWidget):
         return self.edit.text().strip()
 
     def set_text(self, text: str) -> None:
-        self.edit.setText(text)
+        show_start(self.edit, text)
 
     def _on_button_clicked(self) -> None:
         from PySide6.QtWidgets import QFileDialog
@@ -273,4 +274,12 @@ class FileField(QWidget):
             self.set_text(path)
 
 
-__all__ = ["OptionsForm", "FileField", "camel", "ERROR_STYLE"]
+def show_start(edit: QLineEdit, text: str) -> None:
+    """Set a field's text showing its start (QLineEdit scrolls to the end: a narrow field showed
+    "led:smollm2-135m-instruct"); the whole text is the tooltip."""
+    edit.setText(text)
+    edit.setCursorPosition(0)
+    edit.setToolTip(text)
+
+
+__all__ = ["OptionsForm", "FileField", "camel", "ERROR_STYLE", "show_start"]

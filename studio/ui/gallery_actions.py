@@ -6,10 +6,16 @@ open folder — their dialogs, and the one background job the gallery runs at a 
     controller.build_menu(menu_bar.addMenu("&Gallery"))
 
 It asks the window for what a person decides (`window.confirm`, `window._ask_directory`,
-`window._ask_text`), so tests replace those instead of driving modal dialogs. Everything that
-touches tensors (export, combine, resize, the playground) or copies an adapter (import) runs in a
-BackgroundJob with a progress bar and a Cancel button; studio.core.export imports torch inside
-its functions, on the job's thread.
+`window._ask_text`), and itself for what only exports ask (`ask_export_folder`, `ask_replace`),
+so tests replace those instead of driving modal dialogs. Everything that touches tensors (export,
+combine, resize, the playground) or copies an adapter (import) runs in a BackgroundJob with a
+progress bar and a Cancel button; studio.core.export imports torch inside its functions, on the
+job's thread.
+
+An export writes the folder the person picks, and only that folder (export_plan): a new name is
+made, an empty folder is used, a folder holding an earlier export (a model or an adapter) is
+replaced only after a Replace/Cancel question, and any other folder with files in it is refused.
+When it is done, a message names the folder and offers to open it.
 """
 
 from __future__ import annotations
@@ -19,32 +25,45 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, Qt, QUrl, Signal
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QMenu
+from PySide6.QtWidgets import QDialog, QMenu, QMessageBox
 
 from studio.core.errors import StudioError
 from studio.core.gallery import Entry
 
-from .gallery_dialogs import CombineDialog, ResizeDialog
+from .gallery_dialogs import CombineDialog, ExportFolderDialog, ResizeDialog
 from .gallery_view import Card, GalleryView, human_size
 from .playground import PlaygroundDialog
 from .worker import BackgroundJob
 
 
-def export_target(chosen: str | Path, name: str, suffix: str = "") -> Path:
-    """Where an export goes: the chosen folder itself when it is empty (made for it), else a new
-    folder named after the adapter inside it."""
-    chosen = Path(chosen)
-    if chosen.is_dir() and not any(chosen.iterdir()):
-        return chosen
-    return chosen / f"{name}{suffix}"
+CREATE, USE, ASK, REFUSE = "create", "use", "ask", "refuse"
+
+
+def export_plan(path: str | Path) -> str:
+    """What an export does with the folder picked for it, always that folder itself:
+    "create" (it does not exist: the export makes it), "use" (an empty folder), "ask" (it holds
+    an earlier export, a model or an adapter: replaced only if the person says so) or "refuse"
+    (a file, or a folder with other things in it, which the export never replaces)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        return CREATE
+    if not path.is_dir():
+        return REFUSE
+    if not any(path.iterdir()):
+        return USE
+    if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
+        return ASK
+    return REFUSE
 
 
 class GalleryController(QObject):
     """The gallery's actions (menu, context menu), its dialogs and its one background job.
 
     It asks the window for what a person decides (`window.confirm`, `window._ask_directory`,
-    `window._ask_text`), so tests replace those instead of driving modal dialogs, and reports
-    through `window.show_error` (one line in the banner), `window.log` and the status bar."""
+    `window._ask_text`) and itself for an export's folder (`ask_export_folder`, `ask_replace`),
+    so tests replace those instead of driving modal dialogs, and reports through
+    `window.show_error` (one line in the banner), `window.log`, the status bar and, for a
+    finished export, a message box that is not modal (`show_export_done`)."""
 
     job_finished = Signal(str, object)       # outcome ("ok", "failed", "cancelled"), value or message
 
@@ -54,6 +73,7 @@ class GalleryController(QObject):
         self.view = GalleryView()
         self.view.failed.connect(window.show_error)
         self.view.selection_changed.connect(lambda *_: self.update_actions())
+        self.view.cards_changed.connect(self.update_actions)   # Playground: any card, none selected
         self.view.context_menu_requested.connect(self._on_view_context_menu_requested)
         self.view.activated.connect(lambda name: self.open_playground())
         self.view.cancel_requested.connect(self.cancel_job)
@@ -62,6 +82,8 @@ class GalleryController(QObject):
         self.job_what = ""
         self.combine_dialog = None
         self.resize_dialog = None
+        self.export_done_box: QMessageBox | None = None
+        self.export_folder = ""          # where the last export went: the folder picker starts there
         self.playground = None
         self._build_actions()
         self.update_actions()
@@ -150,7 +172,7 @@ class GalleryController(QObject):
             self.window.show_error(f"{self.job_what} is still running: wait for it or cancel it first")
             return False
         self.window.hide_error()
-        job = BackgroundJob(fn, self, name="galleryJob")
+        job = BackgroundJob(fn, self, name="galleryJob", heavy=True)
         job.progressed.connect(lambda message, fraction: self.view.show_job(f"{what}: {message}", fraction))
         job.succeeded.connect(lambda value, j=job: self._on_job_done(j, "ok", value, on_success))
         job.failed.connect(lambda text, j=job: self._on_job_done(j, "failed", text, None))
@@ -243,14 +265,22 @@ class GalleryController(QObject):
                 return
             kind, extra["dtype"] = "merged", dtype
             what = f"the merged model ({dtype})"
-        chosen = self.window._ask_directory(f"Export {what} of {entry.name}: choose a folder")
+        suggested = entry.name + ("-merged" if kind == "merged" else "") + (f"-{extra['dtype']}" if extra else "")
+        chosen = self.ask_export_folder(f"Export {what} of {entry.name}: pick a folder or type a new one's name",
+                                        suggested)
         if not chosen:
             return
-        target = export_target(chosen, entry.name, "-merged" if kind == "merged" else "")
-        overwrite = target.is_dir() and any(target.iterdir())
-        if overwrite and not self.window.confirm("Replace the folder?",
-                                                 f"{target} already exists. Replace what is in it with the export?"):
+        target = Path(chosen).expanduser()
+        plan = export_plan(target)
+        if plan == REFUSE:
+            self.window.show_error(
+                f"{target}: is a file; pick a folder" if not target.is_dir() else
+                f"{target}: not empty, and not a model or adapter folder, so it is not replaced; pick an empty "
+                "folder or type a new folder's name")
             return
+        if plan == ASK and not self.ask_replace(target, what, entry.name):
+            return
+        overwrite = plan == ASK
         from studio.core import export as engine
 
         fn = engine.export_merged if kind == "merged" else engine.export_adapter
@@ -264,8 +294,61 @@ class GalleryController(QObject):
             message = f"exported {what} of {entry.name} to {path}"
             self.window.log(message)
             self.window.statusBar().showMessage(message, 10000)
+            self.export_folder = str(path)
+            self.show_export_done(Path(path), what, entry.name)
 
         self.start_job(f"exporting {what} of {entry.name}", work, done)
+
+    def ask_export_folder(self, caption: str, suggested: str) -> str:
+        """The folder to export into, an existing one or a new name ("" when cancelled); the picker
+        starts beside the last export, with `suggested` as the new folder's name."""
+        start = Path(self.export_folder).parent if self.export_folder else Path.home()
+        dialog = ExportFolderDialog(self.window, caption, start, suggested)
+        try:
+            return dialog.chosen if dialog.exec() == QDialog.DialogCode.Accepted else ""
+        finally:
+            dialog.deleteLater()
+
+    def ask_replace(self, folder: Path, what: str, name: str) -> bool:
+        """Whether to replace a folder that holds an earlier export (Replace / Cancel)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Replace the folder?",
+                          f"Folder {folder} is not empty: it holds a model or an adapter.\n\n"
+                          f"Replace it with {what} of {name}? Everything in the folder now is removed.",
+                          QMessageBox.StandardButton.Cancel, self.window)
+        box.setObjectName("exportReplaceBox")
+        replace = box.addButton("Replace", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        try:
+            box.exec()
+            return box.clickedButton() is replace
+        finally:
+            box.deleteLater()
+
+    def show_export_done(self, folder: Path, what: str, name: str) -> QMessageBox:
+        """Say where the export went, with Open folder and Close. Not modal to the program (open,
+        not exec): the person may go on working, and nothing waits on it."""
+        if self.export_done_box is not None:
+            try:
+                self.export_done_box.close()
+            except RuntimeError:        # already deleted by Qt
+                pass
+        box = QMessageBox(QMessageBox.Icon.Information, "Export finished",
+                          f"Exported {what} of {name} to the folder\n{folder}", QMessageBox.StandardButton.Close,
+                          self.window)
+        box.setObjectName("exportDoneBox")
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        open_button = box.addButton("Open folder", QMessageBox.ButtonRole.ActionRole)
+        open_button.setObjectName("exportOpenFolderButton")
+        open_button.clicked.connect(lambda: self.window._open_url(QUrl.fromLocalFile(str(folder))))
+        box.setDefaultButton(open_button)
+        box.destroyed.connect(lambda *_: self._forget_done_box(box))
+        self.export_done_box = box
+        box.open()
+        return box
+
+    def _forget_done_box(self, box) -> None:
+        if self.export_done_box is box:
+            self.export_done_box = None
 
     def combine(self) -> None:
         entry = self._selected()

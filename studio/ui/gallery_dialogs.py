@@ -1,8 +1,9 @@
-"""The gallery's dialogs: CombineDialog (several adapters on one base model into a new one) and
-ResizeDialog (truncate an adapter to a lower rank, chosen on its energy curve).
+"""The gallery's dialogs: CombineDialog (several adapters on one base model into a new one),
+ResizeDialog (truncate an adapter to a lower rank, chosen on its energy curve) and
+ExportFolderDialog (the folder an export writes, an existing one or a new name).
 
-Both only collect a choice; the controller (gallery_actions.GalleryController) runs the combine or
-resize itself in a BackgroundJob. What the engine can check cheaply (studio.core.export's
+The first two only collect a choice; the controller (gallery_actions.GalleryController) runs the
+combine or resize itself in a BackgroundJob. What the engine can check cheaply (studio.core.export's
 combine_problem, gallery names) is checked live and keeps OK disabled with the reason shown; the
 energy curve, which needs the adapter's tensors, is computed in the dialog's own BackgroundJob.
 """
@@ -10,12 +11,14 @@ energy curve, which needs the adapter's tensors, is computed in the dialog's own
 from __future__ import annotations
 
 import bisect
+from html import escape
+from pathlib import Path
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QDialog, QDialogButtonBox,
-                               QDoubleSpinBox, QFormLayout, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
+                               QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
                                QLineEdit, QProgressBar, QRadioButton, QSlider, QSpinBox, QStackedWidget,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -271,6 +274,33 @@ def rank_for_energy(kept: list[float], energy: float) -> int:
     return min(index, len(kept) - 1) + 1 if kept else 1
 
 
+def rank_text(entry: Entry, measured: int | None = None) -> str:
+    """The adapter's rank now, as the resize dialog states it.
+
+    entry.rank is the rank its config saves, while the energy curve runs to `measured`, the
+    largest rank any layer's update has, and the two can differ: AdaLoRA's saved rank is its
+    average budget target_r, but it prunes every layer on its own from init_r, so a layer keeps
+    up to init_r (12 against a target_r of 8 by default: "now rank 8" over a curve to 12); and a
+    layer narrower than r has an update of a lower rank than r. A uniform rank below `measured`
+    is what truncates some layer, so the dialog counts from it and says how it relates to the
+    saved rank."""
+    saved = entry.rank
+    adalora = entry.config.get("peft_type") == "ADALORA"
+    if measured is None:         # still measuring: what the config says
+        if adalora and entry.config.get("init_r"):
+            return f"AdaLoRA: rank {saved} on average, up to {entry.config['init_r']} per layer"
+        return f"now rank {saved or '?'}"
+    if adalora and saved and measured != saved:
+        if not entry.config.get("rank_pattern"):    # peft records the pruned ranks there
+            return f"now rank {measured}: AdaLoRA had not pruned it to its budget (rank {saved} on average)"
+        return f"now up to rank {measured} per layer; AdaLoRA's budget is rank {saved} on average"
+    if saved and measured < saved:
+        return f"now rank {measured}: saved as rank {saved}, but no layer's update has a higher rank"
+    if saved and measured > saved:
+        return f"now rank {measured} (its config says rank {saved})"
+    return f"now rank {measured}"
+
+
 class ResizeDialog(QDialog):
     """Measure how much of the update each rank keeps (energy_curve, in the background), then pick
     a rank, or the share of ‖ΔW‖² to keep, on that curve."""
@@ -287,11 +317,11 @@ class ResizeDialog(QDialog):
         self._default = ""
         self._syncing = False
 
-        head = QLabel(f"Truncate every layer's update ΔW of <b>{entry.name}</b> to a lower rank by SVD "
-                      f"(now rank {entry.rank or '?'}, {human_size(_size(entry))}). The curve is the share of "
-                      "‖ΔW‖² (all layers together) that each rank keeps.")
+        self.head = head = QLabel()
+        head.setObjectName("resizeHead")
         head.setWordWrap(True)
         head.setTextFormat(Qt.TextFormat.RichText)
+        self._set_head(None)
 
         self.progress_label = QLabel("Measuring the update's spectrum…")
         self.progress_label.setObjectName("resizeProgressLabel")
@@ -407,6 +437,19 @@ class ResizeDialog(QDialog):
         self.name_edit.textChanged.connect(lambda *_: self._check())
         self.resize(560, 560)
 
+    def _set_head(self, measured: int | None) -> None:
+        self.head.setText(f"Truncate every layer's update ΔW of <b>{escape(self.entry.name)}</b> to a lower rank by "
+                          f"SVD ({escape(rank_text(self.entry, measured))}, {human_size(_size(self.entry))}). "
+                          "The curve is the share of ‖ΔW‖² (all layers together) that each rank keeps.")
+
+    def current_rank(self) -> int | None:
+        """The adapter's rank now, as measured: the largest rank of any layer's update, where the
+        curve ends (rank_text says why this, not entry.rank); None until the curve is in."""
+        if self.curve is None:
+            return None
+        ranks = self.curve.get("ranks") or []
+        return int(self.curve.get("max_rank") or (ranks[-1] if ranks else 0)) or None
+
     # -- the energy curve --------------------------------------------------------------------
 
     def start(self) -> None:
@@ -420,7 +463,7 @@ class ResizeDialog(QDialog):
         def work(progress, should_stop):
             return engine.energy_curve(entry, progress=progress, should_stop=should_stop)
 
-        job = BackgroundJob(work, self, name="energyCurve")
+        job = BackgroundJob(work, self, name="energyCurve", heavy=True)
         job.progressed.connect(self._on_curve_progress)
         job.succeeded.connect(lambda curve, j=job: self._on_curve_ready(j, curve))
         job.failed.connect(lambda text, j=job: self._on_curve_failed(j, text))
@@ -433,8 +476,8 @@ class ResizeDialog(QDialog):
         self.curve = curve
         ranks = [int(r) for r in curve.get("ranks") or []]
         kept = [float(k) for k in curve.get("kept") or []]
-        max_rank = int(curve.get("max_rank") or (ranks[-1] if ranks else 1))
-        current = int(curve.get("current_rank") or max_rank)
+        max_rank = current = self.current_rank() or 1
+        self._set_head(current)
         self.energy_curve_item.setData(ranks, [100.0 * k for k in kept])
         self.plot.setXRange(0.5, max_rank + 0.5, padding=0.02)
         self.plot.setYRange(min([100.0 * k for k in kept] + [100.0]) - 2, 101, padding=0)
@@ -545,9 +588,14 @@ class ResizeDialog(QDialog):
         if self.curve is None:
             return
         rank, share = self.rank(), self.kept_share()
-        current = int(self.curve.get("current_rank") or self.curve.get("max_rank") or rank)
+        current = self.current_rank() or rank
+        # the file's size follows the rank the file stores (AdaLoRA's pruned layers: their average
+        # budget), the choice follows the curve's
+        saved = self.entry.rank or current
+        if self.entry.config.get("peft_type") == "ADALORA" and not self.entry.config.get("rank_pattern"):
+            saved = current      # never pruned: every layer is stored at init_r
         size = _size(self.entry)
-        estimate = f" · about {human_size(size * rank / current)} instead of {human_size(size)}" if current else ""
+        estimate = f" · about {human_size(size * rank / saved)} instead of {human_size(size)}" if saved else ""
         if self.by_energy.isChecked():
             self.keeps_label.setText(f"rank {rank} of {current} keeps {100 * (share or 0):.1f}% of ‖ΔW‖² "
                                      f"(at least {self.energy_spin.value():.1f}%){estimate}")
@@ -571,8 +619,9 @@ class ResizeDialog(QDialog):
     def current_problem(self) -> str | None:
         if self.curve is None:
             return "the energy curve is still being measured"
-        if self.by_rank.isChecked() and self.rank_spin.value() >= int(self.curve.get("current_rank") or 10 ** 9):
-            return f"rank {self.rank_spin.value()} is not lower than the adapter's rank now"
+        current = self.current_rank()
+        if self.by_rank.isChecked() and current is not None and self.rank_spin.value() >= current:
+            return f"rank {self.rank_spin.value()} is not lower than the adapter's rank now ({current})"
         return name_problem(self.gallery, self.name())
 
     def _check(self) -> None:
@@ -585,3 +634,32 @@ class ResizeDialog(QDialog):
     def accept(self) -> None:
         if self.current_problem() is None:
             super().accept()
+
+
+class ExportFolderDialog(QFileDialog):
+    """Pick the folder an export writes: an existing folder, or the name of a new one typed in the
+    name field (the export makes it). QFileDialog's own folder mode refuses a folder that does
+    not exist yet (and so do the platforms' native pickers, hence Qt's own dialog here)."""
+
+    def __init__(self, parent: QWidget | None, caption: str, start: str | Path = "", suggested: str = ""):
+        super().__init__(parent, caption, str(start or ""))
+        self.setObjectName("exportFolderDialog")
+        self.setOption(QFileDialog.Option.DontUseNativeDialog, True)
+        self.setFileMode(QFileDialog.FileMode.Directory)
+        self.setOption(QFileDialog.Option.ShowDirsOnly, True)
+        self.setLabelText(QFileDialog.DialogLabel.FileName, "Folder:")
+        self.setLabelText(QFileDialog.DialogLabel.Accept, "Export here")
+        if suggested:
+            self.selectFile(suggested)
+        self.chosen = ""
+
+    def accept(self) -> None:
+        files = self.selectedFiles()
+        path = Path(files[0]) if files else None
+        if path is not None and not path.exists() and path.parent.is_dir():
+            self.chosen = str(path)       # a new folder: QFileDialog.accept would refuse it
+            QDialog.accept(self)
+            return
+        super().accept()
+        if self.result() == QDialog.DialogCode.Accepted and files:
+            self.chosen = files[0]

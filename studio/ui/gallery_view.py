@@ -23,7 +23,8 @@ from PySide6.QtCore import (QAbstractListModel, QFileSystemWatcher, QModelIndex,
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPainterPath, QPalette, QPen
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QLineEdit, QListView, QListWidget,
                                QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea,
-                               QSizePolicy, QSplitter, QStackedWidget, QStyle, QStyledItemDelegate, QTabWidget,
+                               QSizePolicy, QSplitter, QStackedWidget, QStyle, QStyledItemDelegate,
+                               QStyleOptionComboBox, QTabWidget,
                                QVBoxLayout, QWidget)
 
 from studio.core.errors import StudioError
@@ -39,6 +40,10 @@ SORTS = {"newest": "Newest first", "oldest": "Oldest first", "name": "Name", "lo
          "size": "Size (largest first)"}
 ALL = ""                      # the filter combos' "everything" item data
 WIDE = 760                    # px: wider than this, the details sit beside the cards, else below
+# px: the width the gallery asks for (sizeHint), which shows the sort and filter combos, a card's
+# name and the details without cutting them; its minimum width stays far below it (about 250 px),
+# so a dock holding it never pushes the window's minimum width up (the window fits 1280×800)
+PREFERRED_WIDTH = 400
 TASK_TEXT = {"causal-lm": "causal LM", "sequence-classification": "classifier"}
 MUTED = "color: palette(placeholder-text);"
 
@@ -153,11 +158,11 @@ class GalleryListModel(QAbstractListModel):
             return card.name
         if role == CARD_ROLE:
             return card
-        if role in (Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.AccessibleTextRole):
-            tip = card.describe()
-            if card.notes and role == Qt.ItemDataRole.ToolTipRole:
-                tip += "\n" + card.notes[:300]
-            return tip
+        if role == Qt.ItemDataRole.AccessibleTextRole:
+            return card.describe()
+        if role == Qt.ItemDataRole.ToolTipRole:     # the name in full first: a card elides it
+            tip = f"{card.name}\n{card.describe()}"
+            return tip + "\n" + card.notes[:300] if card.notes else tip
         return None
 
     def row_of(self, name: str) -> int:
@@ -175,6 +180,13 @@ class CardDelegate(QStyledItemDelegate):
     def sizeHint(self, option, index) -> QSize:
         line = QFontMetrics(option.font).height()
         return QSize(240, 2 * self.MARGIN + 2 * self.PAD + 4 * line + 6)
+
+    @classmethod
+    def name_width(cls, inner: float, loss: float, right: float) -> float:
+        """The room for the name on a card's first line: all of it but the loss text at its right
+        (the sparkline's column starts on the second line); the name is elided to it, and the
+        card's tooltip holds it whole."""
+        return max(inner - min(loss, right) - cls.PAD, 0.0)
 
     def paint(self, painter: QPainter, option, index) -> None:
         card: Card | None = index.data(CARD_ROLE)
@@ -210,10 +222,12 @@ class CardDelegate(QStyledItemDelegate):
 
         bold = QFont(option.font)
         bold.setBold(True)
+        loss = f"loss {card.final_loss:.4g}" if card.final_loss is not None else "no loss"
         painter.setFont(bold)
         painter.setPen(text)
-        name = QFontMetrics(bold).elidedText(card.name, Qt.TextElideMode.ElideRight, int(left.width()))
-        painter.drawText(QRectF(left.left(), left.top(), left.width(), line), Qt.AlignmentFlag.AlignLeft, name)
+        name_w = self.name_width(inner.width(), fm.horizontalAdvance(loss), right_w)
+        name = QFontMetrics(bold).elidedText(card.name, Qt.TextElideMode.ElideRight, int(name_w))
+        painter.drawText(QRectF(left.left(), left.top(), name_w, line), Qt.AlignmentFlag.AlignLeft, name)
         painter.setFont(option.font)
         what = [card.variant] + ([f"r {card.rank}"] if card.rank else []) + [TASK_TEXT.get(card.task, card.task)]
         rows = [(" · ".join(what), text, Qt.TextElideMode.ElideRight),
@@ -225,7 +239,6 @@ class CardDelegate(QStyledItemDelegate):
             painter.drawText(QRectF(left.left(), left.top() + i * line + 2, left.width(), line),
                              Qt.AlignmentFlag.AlignLeft, fm.elidedText(value, mode, int(left.width())))
 
-        loss = f"loss {card.final_loss:.4g}" if card.final_loss is not None else "no loss"
         painter.setPen(text if card.final_loss is not None else muted)
         painter.drawText(QRectF(right.left(), right.top(), right.width(), line), Qt.AlignmentFlag.AlignRight,
                          fm.elidedText(loss, Qt.TextElideMode.ElideRight, int(right.width())))
@@ -309,6 +322,10 @@ class GalleryDetails(QWidget):
         font.setPointSizeF(font.pointSizeF() * 1.25)
         font.setBold(True)
         self.title.setFont(font)
+        # every text of the details wraps to the pane's width instead of widening it: a pane wider
+        # than the dock scrolls sideways, and what is beyond its right edge reads as cut off
+        self.title.setWordWrap(True)
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.info = QLabel()
         self.info.setObjectName("galleryDetailsInfo")
         self.info.setTextFormat(Qt.TextFormat.RichText)
@@ -336,6 +353,7 @@ class GalleryDetails(QWidget):
         # the charts take the height left over, not their (large) size hint: the details then fit
         # a tall pane without scrolling, and scroll only when it is shorter than the minimum
         self.chart_tabs.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Ignored)
+        narrow_chart_controls(self.spectrum_chart, self.importance_chart)
         self.compatible = QListWidget()
         self.compatible.setObjectName("galleryCompatible")
         self.compatible.setAccessibleName("Adapters it can be combined with")
@@ -343,6 +361,7 @@ class GalleryDetails(QWidget):
         self.compatible.itemActivated.connect(lambda item: self.compatible_activated.emit(item.text()))
         self.compatible_label = QLabel("Combines with (same base model and task)")
         bold(self.compatible_label)
+        self.compatible_label.setWordWrap(True)
         notes_label = QLabel("Notes")
         bold(notes_label)
         column = QVBoxLayout(self)
@@ -364,9 +383,11 @@ class GalleryDetails(QWidget):
             w.setVisible(has)
         if entry is None:
             self.title.setText("No adapter selected")
+            self.title.setToolTip("")
             self.notes.setPlainText("")
             return
         self.title.setText(entry.name)
+        self.title.setToolTip(entry.name)
         self.info.setText(details_html(entry))
         self.notes.setPlainText(entry.notes)
         self._show_telemetry(entry)
@@ -399,12 +420,58 @@ class GalleryDetails(QWidget):
         if history.spectra:
             self.spectrum_chart.set_snapshots(history.spectra)
         else:
-            self.spectrum_chart.set_empty(True, "No spectrum was kept for this adapter (it was imported, or "
-                                                "its run measured none)")
+            self.spectrum_chart.set_empty(True, f"No spectrum was kept for this adapter: {no_telemetry_reason(entry)}")
         if history.importance:
             self.importance_chart.set_importance(history.importance, kept=history.kept)
         else:
-            self.importance_chart.set_empty(True, "No importance was kept for this adapter")
+            self.importance_chart.set_empty(True, f"No importance was kept for this adapter: "
+                                                  f"{no_telemetry_reason(entry)}")
+
+
+def narrow_chart_controls(*charts) -> None:
+    """Fit the run charts' control rows into the gallery's narrow details pane: their combos take
+    a few characters' width, not their longest item's (the full text is in each item, and in the
+    open list), and the spectrum's snapshot slider is hidden, since an entry keeps one snapshot
+    only (its run's last) and the step label still names it."""
+    for chart in charts:
+        for combo in chart.controls.findChildren(QComboBox):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(4)
+            combo.currentTextChanged.connect(combo.setToolTip)
+        slider = getattr(chart, "step_slider", None)
+        if slider is not None:
+            layout = chart.controls_layout
+            at = layout.indexOf(slider)
+            before = layout.itemAt(at - 1).widget() if at > 0 else None
+            for w in (slider, before if isinstance(before, QLabel) else None):   # and its "Snapshot" label
+                if w is not None:
+                    w.hide()
+
+
+def _names(names: list[str]) -> str:
+    names = [str(n) for n in names]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def no_telemetry_reason(entry: Entry) -> str:
+    """Why an entry has no spectrum or importance, from what its record says about where it came
+    from: made by resize or combine (export.py records derived_from), imported (imported_from), or
+    trained by a run that measured none."""
+    derived = entry.meta.get("derived_from")
+    derived = derived if isinstance(derived, dict) else {}
+    own = "so it has no training telemetry of its own"
+    if derived.get("resize"):
+        rank = derived.get("rank") or entry.rank
+        return f"it was made by resizing {derived['resize']}" + (f" to rank {rank}" if rank else "") + f", {own}"
+    if derived.get("combine"):
+        sources = derived["combine"] if isinstance(derived["combine"], list) else [derived["combine"]]
+        method = f" ({derived['method']})" if derived.get("method") else ""
+        return f"it was combined from {_names(sources)}{method}, {own}"
+    if entry.meta.get("imported_from"):
+        return "it was imported (trained elsewhere), and no telemetry comes with an imported adapter"
+    if entry.source_run:
+        return "its run measured none"
+    return "nothing records where it came from"
 
 
 def telemetry_history(telemetry: dict) -> RunHistory:
@@ -458,11 +525,29 @@ def _fmt(value) -> str:
     return str(value)
 
 
+class FilterCombo(QComboBox):
+    """A filter's combo, as wide as its first item ("All base models") however long the others
+    are (a base model's hub id: whole in the open list and the tooltip), so that a long name never
+    widens the gallery, and with it the window."""
+
+    def minimumSizeHint(self) -> QSize:
+        option = QStyleOptionComboBox()
+        self.initStyleOption(option)
+        fm = self.fontMetrics()
+        text = fm.horizontalAdvance(self.itemText(0)) if self.count() else 0
+        size = self.style().sizeFromContents(QStyle.ContentsType.CT_ComboBox, option, QSize(text, fm.height()), self)
+        return QSize(size.width(), super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:
+        return QSize(self.minimumSizeHint().width(), super().sizeHint().height())
+
+
 class GalleryView(QWidget):
     """The cards with their search, sort and filters; the selected card's details; the strip that
     shows a gallery job's progress with its Cancel button."""
 
     selection_changed = Signal(str)          # the selected entry's name, "" for none
+    cards_changed = Signal()                 # the gallery was (re-)read: self.cards is new
     notes_saved = Signal(str)                # entry name
     failed = Signal(str)                     # one readable line (the window's error banner)
     activated = Signal(str)                  # a card double-clicked / Enter
@@ -494,19 +579,21 @@ class GalleryView(QWidget):
         self.sort_combo.setAccessibleName("Sort adapters")
         for key, text in SORTS.items():
             self.sort_combo.addItem(text, key)
-        self.base_filter = QComboBox()
+        self.base_filter = FilterCombo()
         self.base_filter.setObjectName("galleryBaseFilter")
         self.base_filter.setAccessibleName("Filter by base model")
-        self.variant_filter = QComboBox()
+        self.variant_filter = FilterCombo()
         self.variant_filter.setObjectName("galleryVariantFilter")
         self.variant_filter.setAccessibleName("Filter by variant")
-        for combo in (self.base_filter, self.variant_filter):
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(8)
-        self.sort_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.sort_combo.setMinimumContentsLength(8)
+        # the sort combo is as wide as its longest order (a fixed, short list); the filters list base
+        # models and variants, which can be long, so they are as wide as their "All …" item
+        # (FilterCombo) and take the row's room, a longer name being in the combo's tooltip
+        self.sort_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self._fill_filter(self.base_filter, "All base models", [])
         self._fill_filter(self.variant_filter, "All variants", [])
+        for combo in (self.sort_combo, self.base_filter, self.variant_filter):
+            combo.currentTextChanged.connect(lambda *_, c=combo: _tip(c))
+            _tip(combo)
         self._search_timer = QTimer(self, singleShot=True, interval=120)
         self._search_timer.timeout.connect(self.apply_filters)
         self.search.textChanged.connect(lambda *_: self._search_timer.start())
@@ -577,12 +664,13 @@ class GalleryView(QWidget):
         cards_column.setContentsMargins(0, 0, 0, 0)
         cards_column.setSpacing(4)
         cards_column.addWidget(self.search)
-        filters = QHBoxLayout()
-        filters.setSpacing(4)
-        filters.addWidget(self.sort_combo, 1)
-        filters.addWidget(self.base_filter, 1)
-        filters.addWidget(self.variant_filter, 1)
-        cards_column.addLayout(filters)
+        # two rows: the three combos side by side would cut their texts in a dock of ~400 px
+        order = QHBoxLayout()
+        order.setSpacing(4)
+        order.addWidget(self.sort_combo)
+        order.addWidget(self.variant_filter, 1)
+        cards_column.addLayout(order)
+        cards_column.addWidget(self.base_filter)
         cards_column.addWidget(self.list_stack, 1)
         cards_column.addWidget(self.count_label)
         cards_column.addWidget(self.job_strip)
@@ -597,6 +685,11 @@ class GalleryView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.splitter)
+
+    def sizeHint(self) -> QSize:
+        """PREFERRED_WIDTH wide (the window gives its dock that width), what the layout wants high.
+        Not the layout's own width: that follows the widest chart control or title of the moment."""
+        return QSize(PREFERRED_WIDTH, super().sizeHint().height())
 
     # -- reading the gallery -----------------------------------------------------------------
 
@@ -624,6 +717,7 @@ class GalleryView(QWidget):
         if select and select not in [c.name for c in self._filtered()]:
             self.clear_filters()          # a new or named entry must be on show to be selected
         self.apply_filters(keep=keep)
+        self.cards_changed.emit()
 
     def clear_filters(self) -> None:
         for w in (self.search, self.base_filter, self.variant_filter):
@@ -646,6 +740,7 @@ class GalleryView(QWidget):
         index = combo.findData(current) if current is not None else 0
         combo.setCurrentIndex(max(index, 0))
         combo.blockSignals(False)
+        _tip(combo)
 
     def _filtered(self) -> list[Card]:
         query = self.search.text().strip()
@@ -782,6 +877,13 @@ class GalleryView(QWidget):
             self.splitter.setSizes([int(total * 0.38), int(total * 0.62)] if wide
                                    else [int(total * 0.36), int(total * 0.64)])
         super().resizeEvent(event)
+
+
+def _tip(combo: QComboBox) -> None:
+    """A combo's tooltip: what it is and its choice in full (a base model's item tooltip holds its
+    full id, which the item text shortens)."""
+    full = combo.itemData(combo.currentIndex(), Qt.ItemDataRole.ToolTipRole) if combo.currentIndex() >= 0 else None
+    combo.setToolTip(f"{combo.accessibleName()}: {full or combo.currentText()}")
 
 
 def _same_base(a: Entry, b: Entry) -> bool:

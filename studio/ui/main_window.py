@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayo
                                QProgressBar,
                                QPushButton, QScrollArea, QSplitter, QTextBrowser, QVBoxLayout, QWidget)
 
-from studio import __version__
 from studio.core.config import RunConfig
 from studio.core.errors import StudioError
 from studio.core import runlock
@@ -32,7 +31,9 @@ from studio.core.storage import held_text
 
 from . import wheelguard
 from .charts_panel import ChartsPanel
+from .elide import ElidedLabel
 from .gallery_actions import GalleryController
+from .help_dialogs import about_box, help_actions
 from .history import RunHistory
 from .panels import DATA_SUFFIXES, DataPanel, ModelPanel, TrainingPanel, VariantPanel, preview_html
 from .theme import THEMES, apply_theme
@@ -94,7 +95,8 @@ class MainWindow(QMainWindow):
         room = screen.availableGeometry().size() if screen is not None else None
         self.resize(min(1400, room.width()) if room else 1400, min(900, room.height()) if room else 900)
         self.resizeDocks([self.log_dock], [140], Qt.Orientation.Vertical)
-        self.resizeDocks([self.runs_dock], [300], Qt.Orientation.Horizontal)
+        # the gallery's cards, combos and details want ~400 px (GalleryView.sizeHint)
+        self.resizeDocks([self.runs_dock], [self.gallery_view.sizeHint().width()], Qt.Orientation.Horizontal)
         self._restore_layout()
         self.set_config(default_config(), None)
         self.gallery.view.refresh()
@@ -141,10 +143,10 @@ class MainWindow(QMainWindow):
         self.validation_label.setObjectName("validationLabel")
         self.validation_label.setStyleSheet("color: #d0342c;")
         self.validation_label.setWordWrap(True)
+        self.validation_label.setMinimumWidth(120)
         # the memory plan (studio.core.plan): estimated peak against the device's free memory,
         # re-estimated in the background whenever the set-up changes
-        self.memory_label = QLabel()
-        self.memory_label.setObjectName("memoryPlan")
+        self.memory_label = ElidedLabel(name="memoryPlan")
         self.memory_label.setAccessibleName("Memory plan")
         self._plan_job = None
         self.plan = None
@@ -152,9 +154,11 @@ class MainWindow(QMainWindow):
         self.plan_timer.setSingleShot(True)
         self.plan_timer.setInterval(300)
         self.plan_timer.timeout.connect(self._start_plan)
-        self.run_title = QLabel()
-        self.run_title.setObjectName("runTitle")
-        self.run_title.setTextFormat(Qt.TextFormat.RichText)
+        # the texts that grow with a run are shortened to their room, never widening the window
+        self.run_title = ElidedLabel(name="runTitle")
+        bold = self.run_title.font()
+        bold.setBold(True)
+        self.run_title.setFont(bold)
         bar = QHBoxLayout()
         bar.addWidget(self.train_button)
         bar.addWidget(self.pause_button)
@@ -166,6 +170,7 @@ class MainWindow(QMainWindow):
         self.banner.setAccessibleName("Error")
         self.banner.setStyleSheet(BANNER_STYLE)
         self.banner.setWordWrap(True)
+        self.banner.setMinimumWidth(120)     # a long path wraps or is cut; it never widens the window
         self.banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.banner.hide()
         self.charts = ChartsPanel()
@@ -274,7 +279,8 @@ class MainWindow(QMainWindow):
         self.launch_script_action = self._action(
             "E&xport run as launch script…", "exportLaunchScriptAction", self.export_launch_script, None,
             "Write this run as a script and accelerate config for several GPUs or cluster nodes")
-        self.about_action = self._action("&About LoRA Studio", "aboutAction", self.about)
+        self.help_actions = help_actions(self)     # documentation, keyboard shortcuts, About
+        self.about_action = self.help_actions["about"]
         self.train_button.clicked.connect(self.train_action.trigger)
         self.stop_button.clicked.connect(self.stop_action.trigger)
         self.pause_button.clicked.connect(self._on_pause_button_clicked)
@@ -331,6 +337,10 @@ class MainWindow(QMainWindow):
             themes.addAction(a)
             self.theme_actions[mode] = a
         help_menu = menu.addMenu("&Help")
+        help_menu.setObjectName("helpMenu")
+        for key in ("docs", "shortcuts"):
+            help_menu.addAction(self.help_actions[key])
+        help_menu.addSeparator()
         help_menu.addAction(self.about_action)
         self.toolbar = self.addToolBar("Main")
         self.toolbar.setObjectName("mainToolbar")
@@ -353,9 +363,7 @@ class MainWindow(QMainWindow):
         for key, tip in (("device", "Where the run trains"), ("step", "Optimizer step / total"),
                          ("speed", "Tokens per second"), ("eta", "Estimated time left"),
                          ("memory", "Memory in use (GPU allocator on a GPU, the process on a CPU)")):
-            label = QLabel()
-            label.setObjectName(f"{key}Status")
-            label.setToolTip(tip)
+            label = ElidedLabel(name=f"{key}Status", tip=tip)
             bar.addPermanentWidget(label)
             self.status_labels[key] = label
         bar.addPermanentWidget(self.progress_bar)
@@ -483,7 +491,7 @@ class MainWindow(QMainWindow):
         self.plan = plan
         if plan is None:
             self.memory_label.setText("")
-            self.memory_label.setToolTip(f"memory plan: {error}" if error else "")
+            self.memory_label.set_tip(f"memory plan: {error}" if error else "")
             if error.startswith("variant."):   # a rank the model's layers cannot take: before Train, once
                 self._mark_cross_field_error(error)
                 self.validation_errors = {"config": error.split(": ", 1)[1]}
@@ -500,7 +508,7 @@ class MainWindow(QMainWindow):
         else:
             self.memory_label.setText(text)
             self.memory_label.setStyleSheet("")
-        self.memory_label.setToolTip(details)
+        self.memory_label.set_tip(details)
 
     def planned_steps(self) -> int | None:
         """The optimizer steps the set-up would train: from train.max_steps, or from the
@@ -741,6 +749,10 @@ class MainWindow(QMainWindow):
             return False
         self.hide_error()
         self.history = RunHistory.from_run_folder(run_dir)
+        # until the resumed run reports, it is loading (not the "stopped" its folder last said)
+        self.history.status.update(state="waiting", message="resuming: loading the model and the checkpoint",
+                                   error=None)
+        self._changed.add("status")
         self.run_dir = run_dir
         self._start(config, run_dir)
         return True
@@ -756,6 +768,8 @@ class MainWindow(QMainWindow):
         self._run_config = config
         self.controller.start(config, resume_dir)
         self.repaint_timer.start()
+        self._changed.add("status")       # the header says "loading" at once
+        self._on_repaint_timer()
         self._update_actions()
         self._update_status_bar()
 
@@ -824,10 +838,24 @@ class MainWindow(QMainWindow):
     def _on_controller_state(self, state: str) -> None:
         self._update_actions()
         self.pause_button.setText("Resume" if state == "paused" else "Pause")
+        # the header follows a request at once; the run's own paused/resumed/finished events then
+        # set the state it reached (a pause takes effect after the step under way)
+        shown = self.history.status.get("state")
+        if state == "paused" and shown == "running":
+            self._set_shown_state("pausing")
+        elif state == "running" and shown == "pausing":
+            self._set_shown_state("running")
+        elif state == "stopping" and shown in ("running", "pausing", "paused"):
+            self._set_shown_state("stopping")
         if state == "paused":
             self.statusBar().showMessage("Paused — press Resume to continue")
         elif self.statusBar().currentMessage().startswith("Paused"):   # it follows the run's state
             self.statusBar().clearMessage()
+
+    def _set_shown_state(self, state: str) -> None:
+        self.history.status["state"] = state
+        self._changed.add("status")
+        self._on_repaint_timer()
 
     def _on_controller_finished(self, result: dict) -> None:
         self.repaint_timer.stop()
@@ -966,9 +994,11 @@ class MainWindow(QMainWindow):
         name = self.config_path.name if self.config_path else "default run"
         self.setWindowTitle(f"{name} — LoRA Studio")
         state = self.history.status.get("state")
+        if state == "waiting" and self.controller.is_running:
+            state = "loading"
         if state and state != "waiting":
             where = self.run_dir.name if self.run_dir else ""
-            self.run_title.setText(f"<b>{escape(self.history.variant)}</b> {escape(where)} — {escape(str(state))}")
+            self.run_title.setText(" ".join(p for p in (self.history.variant, where) if p) + f" — {state}")
         else:
             self.run_title.setText("")
 
@@ -1030,11 +1060,9 @@ class MainWindow(QMainWindow):
         if mode in self.theme_actions:
             self.theme_actions[mode].setChecked(True)
 
-    def about(self) -> None:
-        QMessageBox.about(self, "About LoRA Studio",
-                          f"<b>LoRA Studio {__version__}</b><p>Parameter-efficient fine-tuning with live "
-                          "telemetry: LoRA, LoRA+, VeRA, LoRA-FA, LoRA-drop, AdaLoRA, DoRA and Delta-LoRA, "
-                          "on transformers and PEFT.</p>")
+    def about(self):
+        self.help_dialog = about_box(self)
+        return self.help_dialog
 
     def _on_preview_ready(self, preview: dict) -> None:
         self.preview_view.setHtml(preview_html(preview))

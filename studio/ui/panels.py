@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QGroupBox, QHBoxLayout, Q
 from studio.core.config import DataSection, ModelSection, TelemetrySection, TrainSection
 from studio.core.variants import REGISTRY
 
-from .forms import ERROR_STYLE, FileField, OptionsForm
+from .forms import ERROR_STYLE, FileField, OptionsForm, show_start
 from .worker import BackgroundJob
 
 BUNDLED_MODELS = {
@@ -129,7 +129,7 @@ class ModelPanel(QGroupBox):
 
     def set_values(self, values: dict) -> None:
         self.source_combo.blockSignals(True)
-        self.source_combo.setEditText(values.get("source", ModelSection.source))
+        self.set_source(values.get("source", ModelSection.source))
         self.source_combo.blockSignals(False)
         self.options.set_values(values)
         self._on_source_changed()
@@ -195,15 +195,20 @@ class ModelPanel(QGroupBox):
         self._runtime_error = False
         self.changed.emit()
 
+    def set_source(self, text: str) -> None:
+        """The model source, shown from its start (the whole in the tooltip)."""
+        self.source_combo.setEditText(text)
+        show_start(self.source_combo.lineEdit(), text)
+
     def _on_folder_clicked(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "A Hugging Face model folder", "")
         if path:
-            self.source_combo.setEditText(path)
+            self.set_source(path)
 
     def _on_gguf_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "A GGUF model file", "", "GGUF models (*.gguf)")
         if path:
-            self.source_combo.setEditText(path)
+            self.set_source(path)
 
     def _on_browse_clicked(self) -> None:
         self.open_picker()
@@ -215,7 +220,7 @@ class ModelPanel(QGroupBox):
 
         if self.picker is None:
             self.picker = ModelPickerDialog(self)
-            self.picker.chosen.connect(self.source_combo.setEditText)
+            self.picker.chosen.connect(self.set_source)
         self.picker.current = self.source_combo.currentText().strip()
         self.picker.start()
         self.picker.open()
@@ -398,7 +403,7 @@ class DataPanel(QGroupBox):
             return preview_dataset(section, source, task, rows=5, config_source=config_source,
                                    progress=progress, should_stop=should_stop)
 
-        job = BackgroundJob(work, self, name="previewDataset")
+        job = BackgroundJob(work, self, name="previewDataset", heavy=True)
         job.progress.connect(self.preview_progress)
         job.progress.connect(lambda text: self.info.setText(f"<i>{escape(text)}…</i>"))
         job.succeeded.connect(lambda p, j=job: self._on_preview_done(j, p))

@@ -321,7 +321,7 @@ class PlaygroundDialog(QDialog):
                 raise JobCancelled()
             return session
 
-        job = BackgroundJob(work, self, name="playgroundLoad")
+        job = BackgroundJob(work, self, name="playgroundLoad", heavy=True)
         job.progressed.connect(lambda message, fraction: self._set_status(f"loading {entry.name}: {message}"))
         job.succeeded.connect(lambda session, j=job: self._on_loaded(j, entry.name, session))
         job.failed.connect(lambda text, j=job: self._on_load_failed(j, text))
@@ -411,7 +411,7 @@ class PlaygroundDialog(QDialog):
                                         on_text=lambda which, piece: pump.push(run, which, piece),
                                         should_stop=should_stop)
 
-        job = BackgroundJob(work, self, name="playgroundRun")
+        job = BackgroundJob(work, self, name="playgroundRun", heavy=True)
         job.succeeded.connect(lambda result, j=job: self._on_run_done(j, result, classifier))
         job.failed.connect(lambda message, j=job: self._on_run_failed(j, message))
         job.cancelled.connect(lambda j=job: self._on_run_failed(j, None))

@@ -5,8 +5,15 @@ draws both the same way on every platform; charts read their colours from the pa
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QColor, QPalette, QPen
+from PySide6.QtWidgets import QApplication, QProxyStyle, QStyle
+
+# Widget classes a desktop's platform theme may give palettes of their own (Qt keeps them per class,
+# and an application palette does not replace them): the About box stayed light under "dark".
+THEMED_CLASSES = ("QMessageBox", "QMessageBoxLabel", "QLabel", "QDialog", "QAbstractButton", "QPushButton",
+                  "QToolButton", "QCheckBox", "QRadioButton", "QComboBox", "QAbstractItemView", "QHeaderView",
+                  "QLineEdit", "QTextEdit", "QPlainTextEdit", "QTextBrowser", "QTabBar", "QMenu", "QMenuBar",
+                  "QToolTip", "QTipLabel", "QDockWidget", "QGroupBox", "QSpinBox", "QScrollBar")
 
 THEMES = ("system", "light", "dark")
 _state = {"mode": "system", "connected": False, "default_palette": None}
@@ -29,6 +36,24 @@ def dark_palette() -> QPalette:
     return p
 
 
+class StudioStyle(QProxyStyle):
+    """Fusion, with check boxes that show on a dark palette: Fusion outlines a check box in the
+    window colour made darker, which on a dark base (the Runs list's overlay boxes) is invisible.
+    Qt has no palette role for that outline, so the box gets a light edge drawn here."""
+
+    def drawPrimitive(self, element, option, painter, widget=None):  # noqa: N802 (Qt's name)
+        super().drawPrimitive(element, option, painter, widget)
+        if element in (QStyle.PrimitiveElement.PE_IndicatorCheckBox,
+                       QStyle.PrimitiveElement.PE_IndicatorItemViewItemCheck) and _state.get("dark"):
+            edge = QColor(option.palette.color(QPalette.ColorRole.Text))
+            edge.setAlpha(170)
+            painter.save()
+            painter.setPen(QPen(edge, 1))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRect(option.rect.adjusted(1, 1, -2, -2))
+            painter.restore()
+
+
 def system_is_dark(app: QApplication) -> bool:
     try:
         return app.styleHints().colorScheme() == Qt.ColorScheme.Dark
@@ -42,7 +67,7 @@ def apply_theme(app: QApplication, mode: str = "system") -> str:
         mode = "system"
     _state["mode"] = mode
     if _state["default_palette"] is None:
-        app.setStyle("Fusion")
+        app.setStyle(StudioStyle("Fusion"))
         _state["default_palette"] = QPalette(app.palette())
     if not _state["connected"]:
         try:
@@ -51,7 +76,11 @@ def apply_theme(app: QApplication, mode: str = "system") -> str:
             pass
         _state["connected"] = True
     dark = mode == "dark" or (mode == "system" and system_is_dark(app))
-    app.setPalette(dark_palette() if dark else QPalette(app.style().standardPalette()))
+    _state["dark"] = dark
+    palette = dark_palette() if dark else QPalette(app.style().standardPalette())
+    app.setPalette(palette)
+    for name in THEMED_CLASSES:          # every dialog and widget class follows the theme
+        app.setPalette(palette, name)
     return "dark" if dark else "light"
 
 

@@ -67,10 +67,13 @@ class RunWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        from studio.core.training import Session
-
         result: dict[str, Any]
         try:
+            from studio.core.imports import heavy_imports
+
+            heavy_imports()     # once per process, one thread at a time (a data check may run beside)
+            from studio.core.training import Session
+
             session = Session(self.config, resume_dir=self.resume_dir, control=self.control)
             r = session.run(sink=self._sink)
             result = {"status": r.status, "error": r.error, "exit_code": r.exit_code,
@@ -192,9 +195,11 @@ class BackgroundJob(QObject):
     _done = Signal(str, object)
 
     def __init__(self, fn: Callable[[Callable[[str], None], Callable[[], bool]], Any],
-                 parent: QObject | None = None, name: str = "job"):
+                 parent: QObject | None = None, name: str = "job", heavy: bool = False):
         super().__init__(parent)
         self._fn = fn
+        # the job uses torch/transformers/datasets: they are imported first, once, one thread at a time
+        self._heavy = heavy
         self._stop = threading.Event()
         self._thread = QThread()
         self._thread.setObjectName(name)
@@ -257,7 +262,7 @@ class _JobRunner(QObject):
     def run(self) -> None:
         job = self.job
         try:
-            value = job._fn(job._report, job._stop.is_set)
+            value = self._call(job)
             outcome = "cancelled" if job._stop.is_set() else "ok"
         except BaseException as e:
             if job._stop.is_set() or isinstance(e, JobCancelled) or _is_cancelled(e):
@@ -269,6 +274,24 @@ class _JobRunner(QObject):
         # end the thread now, not when the GUI thread gets to _on_done: a window closing (or a
         # test tearing down) can then wait for it without running the event loop
         QThread.currentThread().quit()
+
+    @staticmethod
+    def _call(job: "BackgroundJob"):
+        """The job's function, after the heavy libraries are imported (by this thread or, while it
+        waits, by another). An error from a half-imported library is an import race, never the
+        job's answer: it is tried again once the imports are complete."""
+        if not job._heavy:
+            return job._fn(job._report, job._stop.is_set)
+        from studio.core.imports import heavy_imports, is_import_race
+
+        heavy_imports()
+        for attempt in range(3):
+            try:
+                return job._fn(job._report, job._stop.is_set)
+            except Exception as e:
+                if attempt == 2 or job._stop.is_set() or not is_import_race(e):
+                    raise
+                heavy_imports()
 
 
 def _is_cancelled(e: BaseException) -> bool:

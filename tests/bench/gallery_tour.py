@@ -112,7 +112,11 @@ def main() -> None:
     parser.add_argument("--home", default=None, help="studio home for the tour's gallery (reused if it exists)")
     parser.add_argument("--out", default=str(ROOT / "resources" / "screenshots"))
     parser.add_argument("--theme", default="light", choices=("light", "dark"))
+    parser.add_argument("--size", default="1600x1000",
+                        help="window size WxH; other than 1600x1000 the files are named NAME-WxH.png")
     args = parser.parse_args()
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    suffix = "" if (width, height) == (1600, 1000) else f"-{width}x{height}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="gallery-tour-"))
@@ -131,13 +135,13 @@ def main() -> None:
     app = application()
     window = open_window(None, settings=QSettings(str(home / "settings.ini"), QSettings.Format.IniFormat))
     window.set_theme(args.theme)
-    window.resize(1400, 880)
+    window.resize(width, height)
     window.gallery_dock.raise_()
     window.resizeDocks([window.gallery_dock], [640], Qt.Orientation.Horizontal)
     view = window.gallery_view
     view.refresh(select="tutor-lora-r8")
     settle(app)
-    save(window, out / "gallery-window.png")
+    save(window, out / f"gallery-window{suffix}.png")
 
     # the gallery alone, wide: cards beside the details
     window.gallery_dock.setFloating(True)
@@ -145,10 +149,10 @@ def main() -> None:
     settle(app)
     view.details.chart_tabs.setCurrentIndex(0)
     settle(app)
-    save(window.gallery_dock, out / "gallery-details.png")
+    save(window.gallery_dock, out / f"gallery-details{suffix}.png")
     view.details.chart_tabs.setCurrentIndex(1)
     settle(app)
-    save(window.gallery_dock, out / "gallery-details-importance.png")
+    save(window.gallery_dock, out / f"gallery-details-importance{suffix}.png")
     view.details.chart_tabs.setCurrentIndex(0)
 
     # combine: r8 + r4 with linear shows why not; cat is fine
@@ -157,12 +161,12 @@ def main() -> None:
     dialog.set_checked("tutor-lora-r4")
     dialog.set_method("linear")
     settle(app)
-    save(dialog, out / "gallery-combine-problem.png")
+    save(dialog, out / f"gallery-combine-problem{suffix}.png")
     dialog.set_method("ties")
     dialog.weight_spins["tutor-lora-r4"].setValue(0.7)
     dialog.set_method("cat")
     settle(app)
-    save(dialog, out / "gallery-combine.png")
+    save(dialog, out / f"gallery-combine{suffix}.png")
     dialog.reject()
     settle(app)
 
@@ -172,7 +176,7 @@ def main() -> None:
     wait_until(app, lambda: dialog.curve is not None, 600, "the energy curve")
     dialog.set_rank(4)
     settle(app)
-    save(dialog, out / "gallery-resize.png")
+    save(dialog, out / f"gallery-resize{suffix}.png")
     dialog.reject()
     settle(app)
 
@@ -187,7 +191,7 @@ def main() -> None:
     playground.generate()
     wait_until(app, lambda: bool(done), 600, "the generation")
     settle(app)
-    save(playground, out / "gallery-playground.png")
+    save(playground, out / f"gallery-playground{suffix}.png")
     playground.adapter_combo.setCurrentIndex(playground.adapter_combo.findData("reviews-lora"))
     wait_until(app, lambda: playground.session is not None and playground.session_name == "reviews-lora", 600,
                "the classifier")
@@ -197,7 +201,7 @@ def main() -> None:
     playground.generate()
     wait_until(app, lambda: bool(done), 600, "the classification")
     settle(app)
-    save(playground, out / "gallery-playground-classifier.png")
+    save(playground, out / f"gallery-playground-classifier{suffix}.png")
     playground.close()
     window.gallery_dock.setFloating(False)
     dispose(window)

@@ -40,7 +40,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--out", default=str(ROOT / "resources" / "screenshots"))
     parser.add_argument("--theme", default="light", choices=("light", "dark"))
+    parser.add_argument("--size", default="1600x1000",
+                        help="window size WxH; other than 1600x1000 the files are named NAME-WxH.png")
     args = parser.parse_args()
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    suffix = "" if (width, height) == (1600, 1000) else f"-{width}x{height}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -53,7 +57,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tour-"))
     window = open_window(None, settings=QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat))
     window.set_theme(args.theme)
-    window.resize(1500, 950)
+    window.resize(width, height)
     window.findChild(QComboBox, "variantCombo").setCurrentText(args.variant)
     raw = window.raw_config()
     raw["train"].update(max_steps=args.steps, output_dir=str(tmp / "runs"), eval_every=max(args.steps // 3, 1),
@@ -73,7 +77,7 @@ def main() -> None:
     wait_until(app, window.train_button.isEnabled, 60, "Train to be enabled")
     for _ in range(20):
         app.processEvents()
-    window.grab().save(str(out / "window-setup.png"))
+    window.grab().save(str(out / f"window-setup{suffix}.png"))
 
     finished = {}
     window.run_finished.connect(lambda result: finished.update(result))
@@ -89,8 +93,8 @@ def main() -> None:
         for _ in range(20):
             app.processEvents()
         name = window.charts.tabs.tabText(index).lower()
-        window.grab().save(str(out / f"window-{name}.png"))
-        print(f"saved {out / f'window-{name}.png'}")
+        window.grab().save(str(out / f"window-{name}{suffix}.png"))
+        print(f"saved {out / f'window-{name}{suffix}.png'}")
     dispose(window)
 
 

@@ -384,27 +384,28 @@ def test_export_adapter_and_merged_model_through_the_window(make_window, gallery
     window.gallery_view.select("tiny")
     out = tmp_path / "exports"
     out.mkdir()
-    window._ask_directory = lambda caption: str(out)
+    window.gallery.ask_export_folder = lambda caption, suggested: str(out)
     # an empty folder takes the export itself
     outcome, path = job(qtbot, window, window.findChild(object, "exportAdapterAction").trigger)
     assert outcome == "ok", path
     assert Path(path) == out
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     assert "exported the adapter of tiny" in window.log_view.toPlainText()
-    # a folder with things in it gets a new folder named after the adapter
+    # a folder that does not exist yet is made for the export (the folder picked, never a subfolder)
+    merged = tmp_path / "tiny-merged"
+    window.gallery.ask_export_folder = lambda caption, suggested: str(merged)
     outcome, path = job(qtbot, window, window.findChild(object, "exportMergedAction").trigger)
     assert outcome == "ok", path
-    merged = out / "tiny-merged"
     assert Path(path) == merged and (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
     assert not (merged / "adapter_config.json").exists()
     assert not window.gallery_view.job_strip.isVisible() and not window.banner.isVisible()
-    # exporting again asks before it replaces the folder; "no" leaves it be
+    # exporting again asks before it replaces the folder; Cancel leaves it be
     asked = []
-    window.confirm = lambda title, text: asked.append(text) or False
+    window.gallery.ask_replace = lambda folder, what, name: asked.append(folder) or False
     window.findChild(object, "exportMergedAction").trigger()
-    assert asked and window.gallery.job is None
+    assert asked == [merged] and window.gallery.job is None
     # the engine refuses a folder inside the gallery: one line in the banner
-    window._ask_directory = lambda caption: str(gallery.root / "inside")
+    window.gallery.ask_export_folder = lambda caption, suggested: str(gallery.root / "inside")
     outcome, message = job(qtbot, window, window.findChild(object, "exportAdapterAction").trigger)
     assert outcome == "failed" and "outside the gallery" in message
     banner = window.findChild(QLabel, "errorBanner")
@@ -428,7 +429,7 @@ def test_export_shows_its_progress_and_cancels(make_window, fakes, qtbot, tmp_pa
     monkeypatch.setattr(export, "export_merged", slow_export)
     window = make_window()
     window.gallery_view.select("chat-lora")
-    window._ask_directory = lambda caption: str(tmp_path / "nowhere-yet")
+    window.gallery.ask_export_folder = lambda caption, suggested: str(tmp_path / "nowhere-yet")
     view = window.gallery_view
     window.findChild(object, "exportMergedAction").trigger()
     bar = window.findChild(object, "galleryProgress")

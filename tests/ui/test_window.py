@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QPushButton, QSpinBox
 
 from studio.core.config import RunConfig
@@ -665,3 +666,153 @@ def test_a_rank_the_model_cannot_take_is_refused_before_train(make_window, qtbot
     assert window.findChild(QLabel, "variant_r_error").isVisibleTo(window)
     r.setValue(4)
     qtbot.waitUntil(lambda: window.train_button.isEnabled(), timeout=30_000)
+
+
+def _fits_1280(window, qtbot, when: str) -> None:
+    """The window's minimum width (what its labels and docks ask) leaves it inside a 1280 px screen,
+    and it has not widened itself."""
+    from PySide6.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    frame = window.frameGeometry().width() - window.geometry().width()
+    assert window.minimumSizeHint().width() + frame <= 1280, (when, window.minimumSizeHint())
+    assert window.minimumWidth() + frame <= 1280, (when, window.minimumWidth())
+    assert window.width() <= 1280, (when, window.width())
+
+
+def test_long_texts_never_widen_the_window_and_every_status_follows_the_run(make_window, qtbot, tiny_llama,
+                                                                             tmp_path):
+    """Issue 20, items 1 and 7: the one-line run summary and the status texts grew the window's
+    minimum width (1280 -> 1369 px after opening a past run, 1500 px after a resume), and the header
+    said "running" after Pause and "stopped" while a resume loaded."""
+    runs = tmp_path / ("a-folder-with-a-long-descriptive-name-for-this-experiment-" * 3)
+    window = make_window(write_config(tmp_path / "run.toml",
+                                      tiny_config(tiny_llama, runs, max_steps=2000, save_every=2, eval_every=0)))
+    window.confirm = lambda *a, **k: True   # a failure mid-run must not leave a modal question at teardown
+    window.resize(1280, 800)
+    window.show()
+    qtbot.waitExposed(window)
+    _fits_1280(window, qtbot, "before a run")
+
+    def header() -> str:
+        return window.run_title.text() + " | " + window.charts.status_label.text()
+
+    ready(qtbot, window).click()
+    qtbot.waitUntil(lambda: len(window.history.steps) >= 3, timeout=RUN_TIMEOUT)
+    _fits_1280(window, qtbot, "during a run")
+    summary = window.charts.status_label
+    assert summary.is_elided() and summary.toolTip() == summary.full_text()   # shortened; whole in the tooltip
+
+    qtbot.mouseClick(window.pause_button, Qt.MouseButton.LeftButton)
+    window._on_repaint_timer()
+    assert "running" not in header(), header()                        # pausing: not "running" any more
+    qtbot.waitUntil(lambda: window.history.status.get("state") == "paused", timeout=RUN_TIMEOUT)
+    window._on_repaint_timer()
+    assert "paused" in window.run_title.text() and "paused" in window.charts.status_label.full_text()
+    qtbot.mouseClick(window.pause_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.history.status.get("state") == "running", timeout=RUN_TIMEOUT)
+    qtbot.waitUntil(lambda: "running" in window.run_title.text(), timeout=5_000)
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT):
+        window.stop_button.click()
+    assert "stopped" in window.run_title.text()
+    assert window.status_labels["eta"].text() == "ETA –"
+    _fits_1280(window, qtbot, "after the run")
+    stopped_dir, stopped_at = window.run_dir, int(window.history.steps[-1])
+
+    window.train()   # another run, so that the stopped one is a past run to open
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT):
+        qtbot.waitUntil(lambda: len(window.history.steps) >= 1, timeout=RUN_TIMEOUT)
+        window.stop_button.click()
+    assert window.open_run_folder(stopped_dir)
+    _fits_1280(window, qtbot, "after opening a past run")
+    assert "stopped" in window.run_title.text()
+
+    cfg = (stopped_dir / "config.toml").read_text().replace("max_steps = 2000", f"max_steps = {stopped_at + 2}")
+    (stopped_dir / "config.toml").write_text(cfg)
+    with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT) as blocker:
+        qtbot.mouseClick(window.resume_button, Qt.MouseButton.LeftButton)
+        window._on_repaint_timer()
+        assert "stopped" not in header(), header()                    # loading the resumed run
+        _fits_1280(window, qtbot, "while a resume loads")
+    assert blocker.args[0]["status"] == "completed", blocker.args[0]
+    assert "completed" in window.run_title.text()
+    _fits_1280(window, qtbot, "after a resume")
+
+
+def test_dark_theme_shows_the_overlay_boxes_and_every_dialog_follows_it(make_window, qtbot):
+    """Issue 20, item 13: under the dark theme the Runs list's overlay check boxes were nearly
+    invisible (their outline was the dark base's colour), and the About box stayed light: a desktop's
+    platform theme gives some widget classes palettes of their own, which the application palette
+    does not replace (stood in for here by a light palette set for the message box classes)."""
+    from PySide6.QtGui import QColor, QPalette
+    from PySide6.QtWidgets import QApplication, QListWidgetItem
+
+    from studio.ui.theme import apply_theme
+
+    app = QApplication.instance()
+    light = QPalette(app.style().standardPalette())
+    for name in ("QMessageBox", "QMessageBoxLabel", "QLabel"):
+        app.setPalette(light, name)
+    window = make_window()
+    try:
+        apply_theme(app, "dark")
+        view = window.runs_view
+        view.clear()
+        item = QListWidgetItem("20261207-101010-lora · completed")
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+        item.setCheckState(Qt.CheckState.Unchecked)
+        view.addItem(item)
+        view.resize(300, 120)
+        view.show()
+        qtbot.waitExposed(view)
+        image = view.viewport().grab().toImage()
+        rect = view.visualItemRect(item)
+        base = view.palette().color(QPalette.ColorRole.Base)
+        assert base.lightness() < 80
+        box = [QColor(image.pixel(x, y)) for x in range(rect.left(), rect.left() + 26)
+               for y in range(rect.top(), rect.bottom())]
+        contrast = max(abs(c.lightness() - base.lightness()) for c in box)
+        assert contrast >= 60, contrast          # the empty box's edge stands out from the list
+
+        about = window.about()
+        qtbot.addWidget(about)
+        assert about.palette().color(QPalette.ColorRole.Window).lightness() < 80
+        label = about.findChild(QLabel, "qt_msgbox_label")
+        assert label.palette().color(QPalette.ColorRole.WindowText).lightness() > 170
+        about.close()
+    finally:
+        apply_theme(app, "light")
+
+
+def test_help_lists_the_shortcuts_and_opens_the_guide(make_window, qtbot):
+    """Issue 20 (polish): the Help menu had only About."""
+    window = make_window()
+    help_menu = window.findChild(object, "helpMenu")
+    names = [a.objectName() for a in help_menu.actions() if a.objectName()]
+    assert names == ["docsAction", "shortcutsAction", "aboutAction"]
+    window.findChild(object, "shortcutsAction").trigger()
+    dialog = window.help_dialog
+    qtbot.addWidget(dialog)
+    table = dialog.findChild(object, "shortcutsTable")
+    rows = {table.item(i, 1).text(): table.item(i, 2).text() for i in range(table.rowCount())}
+    assert rows[window.train_action.text().replace("&", "").rstrip("…. ")] == \
+        window.train_action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+    assert len(rows) >= 8
+    dialog.close()
+    window.findChild(object, "docsAction").trigger()
+    docs = window.help_dialog
+    qtbot.addWidget(docs)
+    text = docs.findChild(object, "docsView").toPlainText()
+    assert "LoRA Studio" in text and "Run the tests" in text
+    docs.close()
+
+
+def test_model_and_dataset_fields_show_the_start_of_their_text(make_window, tiny_llama, tmp_path):
+    """Issue 20 (polish): the fields showed the end of their text, cut at the start
+    ("led:smollm2-135m-instruct"); the whole text is in the tooltip."""
+    window = make_window(write_config(tmp_path / "run.toml", tiny_config(tiny_llama, tmp_path / "runs")))
+    model = window.model_panel.source_combo.lineEdit()
+    data = window.findChild(QLineEdit, "dataPath")
+    for edit in (model, data):
+        assert len(edit.text()) > 20
+        assert edit.cursorPosition() == 0 and edit.toolTip() == edit.text()

@@ -2,6 +2,11 @@
 note, a row of controls, colours from the application palette, a hover label), an axis that
 labels categories (layer names, steps) without overlapping, the colours and the EMA smoother.
 
+Sizes: every plot keeps a data area of at least MIN_VIEW_HEIGHT px, and the chart's minimum height
+is what its plots need, so a container too short for it scrolls instead of squashing the plots
+flat. Titles never widen a plot: a title longer than its plot is elided (the full text is its
+tooltip), so no plot is pushed out of the chart on the right.
+
 A chart takes plain numpy data through one small `set_...()` method and exposes its plot items as
 attributes, so a test checks `chart.some_curve.getData()` instead of a screenshot. Hover text
 comes from `hover_text_at(x, y, plot)` in data coordinates; the mouse handler only maps the
@@ -14,8 +19,8 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPointF, Qt
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtCore import QEvent, QPointF, QSize, Qt
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPalette
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QStackedLayout, QVBoxLayout, QWidget
 
 # Tableau-10: distinct hues that stay readable on light and dark backgrounds.
@@ -32,6 +37,9 @@ _TYPE_COLOURS = {
 _EXTRA_COLOURS = ["#ff9da7", "#9c755f", "#17becf", "#bcbd22", "#8c564b", "#e377c2", "#7f7f7f"]
 
 LEFT_AXIS_WIDTH = 64        # the step charts stacked in one tab share it, so their x axes line up
+
+# The smallest data area (view box) of a plot: room for four y tick labels that do not overlap.
+MIN_VIEW_HEIGHT = 90
 
 # Long step curves: Qt rasterises a wide antialiased zig-zag (a peak-downsampled loss curve) about
 # 50x slower than a 1-px one (20k steps: 800 ms against 15 ms a repaint), so past LONG_CURVE points
@@ -156,6 +164,93 @@ class IntegerAxisItem(pg.AxisItem):
         return [(1.0, [float(v) for v in range(lo, hi + 1)])] if hi - lo < 1000 else []
 
 
+class TitleLabel(pg.LabelItem):
+    """A plot title that never widens its plot: each line (lines split at <br>) is elided to the
+    width the layout gives it, the full text then being the tooltip. PlotItem's own title makes
+    its text width the plot's minimum width, and a long title (a DoRA layer's spectrum) pushed the
+    last plot of a row out of the chart."""
+
+    def __init__(self, *args, **kwargs):
+        self.full_text = ""
+        self._fitting = False
+        self._fitted_width = -1.0
+        super().__init__(*args, **kwargs)
+
+    def setText(self, text, **args):
+        self.full_text = text
+        self._fitted_width = -1.0
+        self._set_fitted(**args)
+
+    def _set_fitted(self, **args) -> None:
+        self._fitting = True
+        try:
+            width = self.size().width()
+            lines = self.full_text.split("<br>")
+            fitted = [self._elide(line, width) for line in lines] if width > 0 else lines
+            super().setText("<br>".join(fitted), **args)
+            self.setToolTip("" if fitted == lines else "\n".join(lines))
+            self._fitted_width = width
+        finally:
+            self._fitting = False
+
+    def _elide(self, line: str, width: float) -> str:
+        font = QFont(self.item.font())
+        size = str(self.opts.get("size", ""))
+        if size.endswith("pt"):
+            font.setPointSizeF(float(size[:-2]))
+        room = width - 2 * self.item.document().documentMargin() - 1.0
+        return QFontMetricsF(font).elidedText(line, Qt.TextElideMode.ElideRight, max(room, 0.0))
+
+    def updateMin(self):
+        super().updateMin()
+        height = self._sizeHint[Qt.SizeHint.MinimumSize][1]
+        self.setMinimumWidth(0)
+        self._sizeHint[Qt.SizeHint.MinimumSize] = (0, height)
+        self._sizeHint[Qt.SizeHint.PreferredSize] = (0, height)
+
+    def resizeEvent(self, ev):
+        super().resizeEvent(ev)
+        if not self._fitting and self.full_text and abs(self.size().width() - self._fitted_width) >= 1.0:
+            self._set_fitted()
+
+
+def use_title_label(plot: pg.PlotItem) -> TitleLabel:
+    """Put a TitleLabel in `plot`'s title row instead of its own LabelItem."""
+    old = plot.titleLabel
+    plot.layout.removeItem(old)
+    if old.scene() is not None:
+        old.scene().removeItem(old)
+    label = TitleLabel("", size="11pt", parent=plot)
+    plot.layout.addItem(label, 0, 1)
+    plot.titleLabel = label
+    plot.setTitle(None)
+    return label
+
+
+class ChartGraphics(pg.GraphicsLayoutWidget):
+    """The chart's graphics view, whose minimum height is what its plots need (pyqtgraph's view
+    does not pass its items' minimum sizes on to the widget layouts around it)."""
+
+    def __init__(self, *args, **kwargs):
+        self._plots_height = 0
+        super().__init__(*args, **kwargs)
+
+    def minimumSizeHint(self) -> QSize:
+        hint = super().minimumSizeHint()
+        return QSize(hint.width(), max(hint.height(), self._plots_height))
+
+    def sync_minimum(self) -> None:
+        """Take the plots' minimum height again (after plots, titles or axes changed) and tell the
+        layouts around when it changed."""
+        # the grid layout caches its items' size hints, and a plot's new minimum does not reach
+        # that cache until the layout is invalidated
+        self.ci.layout.invalidate()
+        need = math.ceil(self.ci.effectiveSizeHint(Qt.SizeHint.MinimumSize).height())
+        if need != self._plots_height:
+            self._plots_height = need
+            self.updateGeometry()
+
+
 class ChartWidget(QWidget):
     """Base of every chart: graphics + empty-state note + controls, palette-aware, with hover."""
 
@@ -165,7 +260,7 @@ class ChartWidget(QWidget):
         super().__init__(parent)
         self.setObjectName(object_name)
         self.setAccessibleName(accessible_name)
-        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics = ChartGraphics()
         self.graphics.setObjectName(f"{object_name}Graphics")
         self.graphics.ci.setContentsMargins(4, 4, 8, 4)
         self.empty_label = QLabel(self.empty_note)
@@ -201,6 +296,8 @@ class ChartWidget(QWidget):
         """A plot with a hover label; `left_width` fixes the left axis width (stacked charts line up
         their x axes, and tick text is never clipped before the first relayout)."""
         plot = self.graphics.addPlot(row=row, col=col, axisItems=axis_items, **kwargs)
+        use_title_label(plot)
+        plot.vb.setMinimumHeight(MIN_VIEW_HEIGHT)
         if left_width:
             plot.getAxis("left").setWidth(left_width)
         plot.showGrid(x=True, y=True, alpha=0.15)
@@ -256,6 +353,7 @@ class ChartWidget(QWidget):
     def set_title(self, plot: pg.PlotItem, text: str) -> None:
         self._titles[plot] = text
         plot.setTitle(text, color=self._foreground().name(), size="9pt")
+        self.graphics.sync_minimum()
 
     def add_control(self, widget: QWidget, stretch: int = 0) -> QWidget:
         self.controls_layout.addWidget(widget, stretch)
@@ -275,6 +373,7 @@ class ChartWidget(QWidget):
             self.empty_label.setText(self.empty_note)
         self._stack.setCurrentWidget(self.empty_label if empty else self.graphics)
         self.controls.setVisible(not empty and self.controls_layout.count() > 0)
+        self.graphics.sync_minimum()
         if empty:
             self._hide_hover()
 
@@ -324,6 +423,7 @@ class ChartWidget(QWidget):
         grey = self.palette().color(QPalette.ColorRole.PlaceholderText)
         self.empty_label.setStyleSheet(f"color: {grey.name()}; font-size: 11pt; padding: 24px;")
         self.palette_changed()
+        self.graphics.sync_minimum()          # each subclass ends its __init__ here, its plots built
 
     def palette_changed(self) -> None:
         """Subclasses recolour items that depend on the palette (faint curves, markers)."""

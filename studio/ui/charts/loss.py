@@ -2,12 +2,19 @@
 eval loss as points joined by a line, a log-scale toggle, and other runs' smoothed loss overlaid
 for comparison (with a legend).
 
+The legend sits in the plot's title row, right of the title or, in a narrow chart, under it, in as
+many columns as fit (the row grows to hold it): inside the data area it covered the newest points.
+It names the eval loss once there is an eval point (before, pyqtgraph drew a hidden curve's entry
+as a black square).
+
     chart.set_series(steps, loss, eval_steps, eval_loss)
     chart.set_overlays([("20250101-lora", steps, loss), ...])
     chart.raw_curve.getData(), chart.smooth_curve.getData(), chart.eval_curve.getData()
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pyqtgraph as pg
@@ -22,6 +29,12 @@ LOSS_COLOUR = SERIES_COLOURS[0]
 EVAL_COLOUR = SERIES_COLOURS[1]
 OVERLAY_COLOURS = SERIES_COLOURS[2:]
 
+TITLE_ROW = 30          # px: PlotItem's title row
+LEGEND_RIGHT = 4        # px from the plot's right edge
+LEGEND_TOP = 2          # px from the plot's top
+LEGEND_GAP = 10         # px at least between the title and the legend
+LEGEND_SPACING = 5      # px between a legend entry's sample and label, and between entries
+
 
 class LossChart(ChartWidget):
     empty_note = "No steps yet — the loss appears after the first optimizer step"
@@ -34,10 +47,16 @@ class LossChart(ChartWidget):
         self.plot.setLabel("bottom", "step")
         self.make_step_plot(self.plot)          # long runs: peak-downsampled, clipped to the view
         self.legend = self.add_legend(self.plot)
+        self.legend.setParentItem(self.plot)            # over the title row, not the data (_fit_legend)
+        self.plot.layout.setAlignment(self.plot.titleLabel, Qt.AlignmentFlag.AlignTop)   # in a taller row
+        self.legend.layout.setHorizontalSpacing(LEGEND_SPACING)
+        self.legend.layout.setContentsMargins(4, 1, 4, 1)
+        self.legend_columns = 0
         self.raw_curve = self.plot.plot(name="train loss", **STEP_CURVE)
         self.smooth_curve = self.plot.plot(name="train loss (smoothed)", **STEP_CURVE)
-        self.eval_curve = self.plot.plot(name="eval loss", symbol="o", symbolSize=7, antialias=True)
+        self.eval_curve = self.plot.plot(symbol="o", symbolSize=7, antialias=True)   # named by _sync_legend
         self.overlay_curves: list[pg.PlotDataItem] = []
+        self.plot.vb.sigResized.connect(self._fit_legend)
 
         self.add_control(QLabel("Smoothing"))
         self.smoothing_spin = self.add_control(QDoubleSpinBox())
@@ -84,6 +103,7 @@ class LossChart(ChartWidget):
         self.smooth_curve.setData(self.steps, self.smoothed, connect="finite")
         self.eval_curve.setData(self.eval_steps, self.eval_loss, connect="finite")
         self.eval_curve.setVisible(len(self.eval_steps) > 0)
+        self._sync_legend()
         self.update_downsampling(self.steps)
         self.palette_changed()               # line widths depend on the length
         self._update_empty()
@@ -110,6 +130,7 @@ class LossChart(ChartWidget):
             curve.setZValue(-5)
             self.overlay_curves.append(curve)
             self._overlay_smoothed.append(smoothed)
+        self._sync_legend()
         self._update_empty()
 
     def clear(self) -> None:
@@ -120,6 +141,73 @@ class LossChart(ChartWidget):
     def _update_empty(self) -> None:
         self.set_empty(len(self.steps) == 0 and not self.overlays)
 
+    # ---- legend ------------------------------------------------------------------------------
+
+    def legend_entries(self) -> list[tuple[pg.PlotDataItem, str]]:
+        """What the legend names, in order: the eval loss only once there is an eval point."""
+        entries = [(self.raw_curve, "train loss"), (self.smooth_curve, "train loss (smoothed)")]
+        if len(self.eval_steps):
+            entries.append((self.eval_curve, "eval loss"))
+        entries += [(curve, name) for curve, (name, _, _) in zip(self.overlay_curves, self.overlays)]
+        return entries
+
+    def _sync_legend(self) -> None:
+        entries = self.legend_entries()
+        if [(sample.item, label.text) for sample, label in self.legend.items] != entries:
+            self._build_legend(entries, self.legend_columns or len(entries))
+        self._fit_legend()
+
+    def _build_legend(self, entries, columns: int) -> None:
+        self.legend.clear()
+        self.legend.columnCount = max(1, columns)
+        self.legend.rowCount = 1
+        for item, name in entries:
+            self.legend.addItem(item, name)
+        self.legend_columns = self.legend.columnCount
+
+    def _legend_size(self, columns: int) -> tuple[float, float]:
+        """(width, height) of the legend in `columns` columns."""
+        samples = [sample.effectiveSizeHint(Qt.SizeHint.PreferredSize) for sample, _ in self.legend.items]
+        labels = [label.effectiveSizeHint(Qt.SizeHint.PreferredSize) for _, label in self.legend.items]
+        if not labels:
+            return 0.0, 0.0
+        margins = self.legend.layout.getContentsMargins()
+        width = sum(max(s.width() for s in samples[j::columns]) + max(lb.width() for lb in labels[j::columns])
+                    for j in range(min(columns, len(labels))))
+        width += LEGEND_SPACING * (2 * min(columns, len(labels)) - 1) + margins[0] + margins[2]
+        rows = math.ceil(len(labels) / columns)
+        height = sum(max([s.height() for s in samples[r * columns:(r + 1) * columns]] +
+                         [lb.height() for lb in labels[r * columns:(r + 1) * columns]]) for r in range(rows))
+        return width, height + margins[1] + margins[3]
+
+    def _fit_legend(self, *_) -> None:
+        """The legend in the title row: right of the title, or under it where that makes the row
+        shorter (a narrow chart), in the most columns that fit; the row as tall as it needs."""
+        n = len(self.legend.items)
+        self.legend.setVisible(n > 0)
+        width = self.plot.size().width()
+        if not n or width <= 0:                  # not laid out yet
+            return
+        vb = self.plot.vb.geometry()
+        title = self.plot.titleLabel.item.boundingRect().width()
+        beside = width - LEGEND_RIGHT - (vb.center().x() + title / 2 + LEGEND_GAP)
+        below = width - LEGEND_RIGHT - vb.left()
+        places = []                              # (title row height, columns, legend top)
+        for room, top in ((beside, LEGEND_TOP), (below, TITLE_ROW)):
+            columns = next((c for c in range(n, 0, -1) if self._legend_size(c)[0] <= room), 0)
+            if columns:
+                places.append((top + self._legend_size(columns)[1], columns, top))
+        _, columns, top = min(places, default=(0, 1, TITLE_ROW))     # the shorter row; beside on a tie
+        if columns != self.legend.columnCount:
+            self._build_legend(self.legend_entries(), columns)
+        size = self._legend_size(columns)
+        self.legend.setGeometry(0, 0, *size)     # then anchored again: setGeometry moves it to 0, 0
+        self.legend.anchor(itemPos=(1, 0), parentPos=(1, 0), offset=(-LEGEND_RIGHT, top))
+        row = max(TITLE_ROW, math.ceil(top + size[1] + 2))
+        if self.plot.layout.rowMinimumHeight(0) != row or self.plot.layout.rowMaximumHeight(0) != row:
+            self.plot.layout.setRowFixedHeight(0, row)
+            self.graphics.sync_minimum()
+
     def palette_changed(self) -> None:
         faint = QColor(LOSS_COLOUR)
         faint.setAlpha(80)
@@ -128,6 +216,7 @@ class LossChart(ChartWidget):
         self.eval_curve.setPen(pg.mkPen(EVAL_COLOUR, width=1.5))
         self.eval_curve.setSymbolBrush(pg.mkBrush(EVAL_COLOUR))
         self.eval_curve.setSymbolPen(pg.mkPen(self._background(), width=1))
+        self._fit_legend()                   # setTitle (apply_palette) put the title row back to 30 px
 
     def _on_smoothing_spin_changed(self, value: float) -> None:
         self._ema_state = None

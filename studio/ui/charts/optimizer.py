@@ -1,5 +1,6 @@
 """OptimizerChart: the learning rate (top) and the gradient norm (bottom) against optimizer step,
-two plots sharing the step axis.
+two plots sharing the step axis (numbered under the gradient norm only), each at least
+MIN_VIEW_HEIGHT tall (see common.py).
 
     chart.set_series(steps, lr, grad_norm)
     chart.lr_curve.getData(), chart.grad_norm_curve.getData()
@@ -28,6 +29,9 @@ class OptimizerChart(ChartWidget):
         self.set_title(self.grad_plot, "Gradient norm")
         self.grad_plot.setLabel("bottom", "step")
         self.grad_plot.setXLink(self.lr_plot)
+        # the two plots share the step axis: its numbers once, under the gradient norm, leave the
+        # learning rate's data area the room they took
+        self.lr_plot.getAxis("bottom").setStyle(showValues=False)
         self.lr_plot.getAxis("left").enableAutoSIPrefix(False)   # 2e-4 as such, not "200" and a hidden µ
         for plot in (self.lr_plot, self.grad_plot):
             self.make_step_plot(plot)

@@ -122,6 +122,7 @@ class RankChart(ChartWidget):
         self.budget_plot.setVisible(shown)
         self.budget_plot.setMaximumHeight(16777215 if shown else 0)
         self.graphics.ci.layout.setRowStretchFactor(1, 1 if shown else 0)
+        self.graphics.sync_minimum()            # the chart's minimum height with or without it
 
     # ---- reading back ------------------------------------------------------------------------
 

@@ -190,7 +190,8 @@ class SpectrumChart(ChartWidget):
             self.spectrum_note.setText(what)
             self.spectrum_plot.vb.setRange(xRange=(0.5, 1.5), yRange=(-1.0, 0.0), padding=0)
             self.spectrum_note.setPos(1.0, -0.5)
-        self.set_title(self.spectrum_plot, f"{name}<br>{what} · {snap.label()}")
+        # the short facts first: a title too long for the plot loses the end of its lines
+        self.set_title(self.spectrum_plot, f"{name} · {snap.label()}<br>{what}")
         for line, value in ((self.k90_line, snap.k90[row]), (self.k99_line, snap.k99[row])):
             shown = bool(sv is not None and len(sv) > 0 and math.isfinite(value) and value > 0)
             line.setVisible(shown)
