@@ -237,3 +237,14 @@ def test_the_rank_chart_minimum_follows_its_budget_plot(qtbot):
     with_budget, without = minimum(budget), minimum(lora_drop_events())
     assert with_budget >= 2 * READABLE_VIEW
     assert without < READABLE_VIEW + READABLE_PLOT <= with_budget
+
+
+def test_a_constant_learning_rate_is_drawn_on_an_axis_from_zero(qtbot):
+    """A constant rate (AdaLoRA's tour) was auto-ranged to value ± 0.5: a flat line at "0"."""
+    from studio.ui.charts import OptimizerChart
+
+    chart = OptimizerChart()
+    qtbot.addWidget(chart)
+    chart.set_series([1, 2, 3], [2e-4, 2e-4, 2e-4], [0.1, 0.2, 0.1])
+    low, high = chart.lr_plot.vb.viewRange()[1]
+    assert low == 0.0 and 2e-4 < high < 3e-4

@@ -60,17 +60,20 @@ def make_window(qtbot, settings):
 
     def make(path=None):
         window = open_window(path, settings=settings)
-        qtbot.addWidget(window)
-        windows.append(window)
-        return window
+        windows.append(window)   # closed below, after its run: not qtbot.addWidget, whose close
+        return window            # comes first and deletes the controller a failed test's run reports to
 
     yield make
     for w in windows:   # never leave a run behind: stop, wait for the thread, then close
         if w.controller.is_running:
+            if w.controller.state == "paused":
+                w.controller.resume()
             w.controller.stop()
             qtbot.waitUntil(lambda w=w: not w.controller.is_running, timeout=RUN_TIMEOUT)
         w.model_panel.shutdown()
         w.data_panel.shutdown()
+        w.close()
+        w.deleteLater()
 
 
 def ready(qtbot, window):
@@ -688,7 +691,6 @@ def test_long_texts_never_widen_the_window_and_every_status_follows_the_run(make
     runs = tmp_path / ("a-folder-with-a-long-descriptive-name-for-this-experiment-" * 3)
     window = make_window(write_config(tmp_path / "run.toml",
                                       tiny_config(tiny_llama, runs, max_steps=2000, save_every=2, eval_every=0)))
-    window.confirm = lambda *a, **k: True   # a failure mid-run must not leave a modal question at teardown
     window.resize(1280, 800)
     window.show()
     qtbot.waitExposed(window)

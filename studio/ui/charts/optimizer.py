@@ -51,6 +51,13 @@ class OptimizerChart(ChartWidget):
         # the gradient plot follows this x range (setXLink): settle it now, not at the next paint,
         # so the linked plot neither clips its new points to a stale range nor downsamples for it
         self.lr_plot.vb.updateAutoRange()
+        # a learning rate is never negative: its axis runs from 0 (a constant rate auto-ranged to
+        # value ± 0.5, a flat line at "0" between -0.4 and 0.4)
+        finite = self.lr[np.isfinite(self.lr)]
+        if len(finite) and finite.max() > 0:
+            self.lr_plot.setYRange(0.0, float(finite.max()) * 1.1, padding=0)
+        else:
+            self.lr_plot.enableAutoRange(axis="y")
         self.update_downsampling(self.steps)
         self.palette_changed()               # line widths depend on the length
         self.set_empty(len(self.steps) == 0)
