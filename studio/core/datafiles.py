@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from .errors import DataError
+from .errors import DataError, cause_chain
 from .modelcache import human_size
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -413,10 +413,8 @@ def _reason(p: Path, head: bytes, ext: str, as_lines: bool, error: Exception) ->
 
 
 def _chain(error: BaseException) -> list[BaseException]:
-    chain = [error]
-    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and nxt not in chain:
-        chain.append(nxt)
-    return chain
+    # datasets raises its own error from inside a failed fallback: the real one may be a context
+    return cause_chain(error, suppressed=True)
 
 
 class _Problem(ValueError):

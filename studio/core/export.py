@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, first_line
 from .gallery import (ADAPTER_FILES, META, TELEMETRY, UNCHANGED, Entry, Gallery, GalleryError, check_adapter_files,
                       check_name, same_base)
 from .paths import atomic_dir, disk_full_error, temp_path
@@ -201,7 +201,7 @@ def load_adapted(entry: Entry, *, dtype=None, device=None, report: Reporter | No
         model = PeftModel.from_pretrained(base, str(entry.path),
                                           low_cpu_mem_usage=entry.config.get("peft_type") == "LORA" and not half)
     except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = first_line(e)
         raise GalleryError(f"{entry.path}: stock PEFT could not load this adapter on {entry.base_model} "
                            f"({first[:300]})") from None
     if device is not None:
@@ -406,7 +406,7 @@ def combine(entries: list[Entry], weights: list[float], *, method: str = "linear
         report(f"combining ({method})", 0.5)
         model.add_weighted_adapter(names, weights, "combined", combination_type=method, **kwargs)
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = first_line(e)
         raise GalleryError(f"combine: peft could not combine these adapters ({first[:300]})") from None
     report.check()
     first = entries[0]

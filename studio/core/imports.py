@@ -48,11 +48,6 @@ def heavy_imports() -> None:
 
 def is_import_race(error: BaseException) -> bool:
     """True when `error`, or what it was raised from, came from a half-imported heavy library."""
-    seen: list[BaseException] = []
-    e: BaseException | None = error
-    while e is not None and e not in seen:
-        seen.append(e)
-        if _RACE.search(str(e)):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    from .errors import cause_chain
+
+    return any(_RACE.search(str(e)) for e in cause_chain(error))

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .config import find_file
-from .data import (IGNORE, _classification_columns, _examples, _pack, _truncate, classification_labels,
+from .data import (IGNORE, TASKS, _classification_columns, _examples, _pack, _truncate, classification_labels,
                    settle_format)
 from .datafiles import read_rows
 from .errors import DataError, ModelError
@@ -42,7 +42,6 @@ from .safeload import check_safetensors, check_weight_file
 if TYPE_CHECKING:  # pragma: no cover
     from .config import DataSection
 
-TASKS = ("causal-lm", "sequence-classification")
 
 # model_type values of encoder-only models: they classify, they do not generate.
 ENCODER_TYPES = frozenset({

@@ -40,7 +40,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import ModelError, first_line
 from .paths import studio_home, write_text_atomic
 
 FOLDERS_FILE = "model_folders.json"
@@ -338,6 +338,4 @@ def revision_text(entry: dict) -> str:
     return f"{revision} ({', '.join(refs)})" if revision and refs else revision
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+_one_line = first_line   # the message alone (these errors say what they are)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import ModelError, TrainingError
+from .errors import ModelError, TrainingError, first_line
 from .paths import atomic_dir, studio_home
 from .safeload import check_safetensors, check_weight_file, pickle_files, safetensors_error, special_files
 
@@ -172,7 +172,7 @@ def _convert_gguf(gguf: Path, progress) -> Path:
         raise
     except Exception as e:
         raise ModelError(f"model.source: {gguf}: transformers could not read this GGUF file "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                         f"({type(e).__name__}: {first_line(e)})") from None
     # The weights are plain float tensors now; drop the marker that forbids saving them.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -274,9 +274,7 @@ def load_model(resolved: ResolvedModel, task: str, *, num_labels: int = 0, label
     return model
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+_first_line = first_line
 
 
 # -- cheap look-ups (no conversion, no download): studio.core.inspect uses these ----------------

@@ -28,14 +28,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import StudioError
+from .errors import StudioError, cause_chain
 
 # temporary names: .NAME.PID.RANDOM.partial (tempfile's random part has no dots)
 _SUFFIX = r"(?P<suffix>\.partial|\.new|\.deleting|\.old|\.tmp)"
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<rand>[a-z0-9_]+)" + _SUFFIX + "$")
-# what earlier versions named them (no pid): swept by age alone
-_LEGACY = re.compile(r"^\.(?P<name>.+)\.(?P<rand>[a-z0-9_]{8})(?P<suffix>\.partial|\.new|\.deleting|\.tmp)$")
-LEGACY_AGE_S = 3600.0        # a temporary name without a pid is swept when this old
 LIVE_PID_AGE_S = 86400.0     # ... and one whose pid lives (perhaps reused) when this old
 LOW_SPACE_BYTES = 1 << 20    # below this, a write error that names no cause is taken as a full disk
 # how torch.save reports a write the disk refused (its stream loses the errno)
@@ -88,13 +85,9 @@ class DiskFullError(StudioError, OSError):
         return DiskFullError(self.path if path is None else path, hint)
 
 
-def _chain(exc: BaseException):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        # `raise ... from None` says the context is not the cause: do not look through it
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+def _chain(exc: BaseException) -> list[BaseException]:
+    # `raise ... from None` says the context is not the cause: do not look through it
+    return cause_chain(exc, suppressed=False)
 
 
 def free_bytes(path) -> int | None:
@@ -203,24 +196,18 @@ def sweep_stale(parent, name: str | None = None, *, everything: bool = False) ->
     now = time.time()
     for path in children:
         m = _TEMP.match(path.name)
-        legacy = None if m else _LEGACY.match(path.name)
-        if not (m or legacy):
+        if not m:
             continue
-        target = (m or legacy).group("name")
+        target = m.group("name")
         if name is not None and target != name:
             continue
         try:
             age = now - path.lstat().st_mtime
         except OSError:
             continue
-        if not everything:
-            if m:
-                pid = int(m.group("pid"))
-                if pid_alive(pid) and age < LIVE_PID_AGE_S:
-                    continue
-            elif age < LEGACY_AGE_S:
-                continue
-        suffix = (m or legacy).group("suffix")
+        if not everything and pid_alive(int(m.group("pid"))) and age < LIVE_PID_AGE_S:
+            continue
+        suffix = m.group("suffix")
         if suffix == ".old" and path.is_dir() and not (parent / target).exists():
             try:
                 os.rename(path, parent / target)   # the replace died between its two renames

@@ -24,7 +24,8 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import InputError
+from .names import PEFT_PREFIX
+from .errors import InputError, first_line
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 MIN_WEIGHT_BYTES = 8   # a safetensors file's header length alone takes 8 bytes
@@ -89,8 +90,7 @@ def safetensors_error(path: Path) -> str | None:
         with safe_open(str(path), framework="numpy") as f:   # the header only; numpy, so no torch import
             f.keys()
     except Exception as e:   # SafetensorError, OSError: the reason is all a person needs
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return text.removeprefix("Error while deserializing header: ")
+        return first_line(e).removeprefix("Error while deserializing header: ")
     return None
 
 
@@ -150,7 +150,7 @@ def adapter_base_mismatch(adapter_dir: Path, base_dir: Path) -> str | None:
     for key, a_shape in sorted(adapter.items()):
         if ".lora_A." not in key or len(a_shape) != 2:
             continue
-        module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+        module = key.split(".lora_A.")[0].removeprefix(PEFT_PREFIX)
         b_shape = adapter.get(key.replace(".lora_A.", ".lora_B."))
         w_shape = _find(base, module)
         if w_shape is None or len(w_shape) != 2 or b_shape is None:

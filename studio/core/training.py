@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from .names import PEFT_PREFIX
 from . import distributed, storage
 from .config import RunConfig, legacy_options, resolved_paths
-from .errors import ConfigError, StudioError, TrainingError
+from .errors import ConfigError, StudioError, TrainingError, one_line
 from .paths import DiskFullError, atomic_dir, disk_full_error, fsync_file, sweep_stale, write_text_atomic
 from .telemetry.events import EventLog, LogBusy, Sink, make_event, plain, read_events
 from .telemetry.monitor import Telemetry
@@ -86,6 +87,7 @@ class RunResult:
     error: str | None = None
     exit_code: int = 0            # 0 ok, 1 failure while training, 2 bad input
     gallery_entry: str | None = None   # the adapter's name in the gallery, when it was added
+    error_field: str | None = None     # the config field the error is about ("variant.r"), if any
 
 
 def pick_device(requested: str):
@@ -286,7 +288,7 @@ def adapted_layers(model) -> list[str]:
     names = []
     for name, module in model.named_modules():
         if isinstance(module, BaseTunerLayer):
-            names.append(name.removeprefix("base_model.model."))
+            names.append(name.removeprefix(PEFT_PREFIX))
     return names
 
 
@@ -321,6 +323,7 @@ class Session:
         self._sink = sink
         self._pending: list[dict] = []
         status, error, exit_code, adapter = "failed", None, 1, None
+        error_field = None
         try:
             self.config = resolved_paths(self.config)
             if self.resume_dir is not None and (self.resume_dir / "config.toml").is_file():
@@ -334,7 +337,7 @@ class Session:
         except StudioError as e:
             if isinstance(e, DiskFullError):
                 e = self._as_disk_full(e) or e
-            error, exit_code = str(e), e.exit_code
+            error, exit_code, error_field = str(e), e.exit_code, getattr(e, "field", None)
         except KeyboardInterrupt:
             error, exit_code, status = "interrupted", 130, "stopped"
         except MemoryError:
@@ -349,7 +352,7 @@ class Session:
             elif oom is not None:
                 error = oom
             else:
-                error = _one_line(e)
+                error = one_line(e)
                 if self.run_dir is not None:
                     name = "error.log" if self.world.is_main else f"error-process{self.world.rank}.log"
                     try:
@@ -359,7 +362,7 @@ class Session:
                         pass
         finally:
             try:
-                self._emit("run_finished", status=status, error=error,
+                self._emit("run_finished", status=status, error=error, error_field=error_field,
                            adapter_path=str(adapter) if adapter else None, gallery_entry=self.gallery_entry,
                            **self._timing)
             except Exception:  # a full disk or a broken sink must not hide the run's own error
@@ -373,7 +376,7 @@ class Session:
                         self._log.close()
                     except OSError:
                         pass
-        return RunResult(self.run_dir, status, adapter, error, exit_code, self.gallery_entry)
+        return RunResult(self.run_dir, status, adapter, error, exit_code, self.gallery_entry, error_field)
 
     def _resume_hint(self) -> str:
         return f"free some space and resume with lora-studio train --resume {self.run_dir}"
@@ -437,7 +440,7 @@ class Session:
                 distributed.share(("error", str(e), e.exit_code), w)
                 raise
             except BaseException as e:   # a bug or a library failure: the others end too
-                distributed.share(("error", _one_line(e), 1), w)
+                distributed.share(("error", one_line(e), 1), w)
                 raise
             distributed.share(("ok",), w)
             return value
@@ -875,11 +878,6 @@ def _plan_estimate(cfg: RunConfig, source: str, device) -> str:
         return ""
     free = f" with {plan.gib(est.free_bytes)} free" if est.free_bytes is not None else ""
     return f"the memory plan estimated a peak of ~{plan.gib(est.peak_bytes)}{free} when the run started"
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _accuracy(eval_pred) -> dict:

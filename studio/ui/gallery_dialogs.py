@@ -10,7 +10,6 @@ energy curve, which needs the adapter's tensors, is computed in the dialog's own
 
 from __future__ import annotations
 
-import bisect
 from html import escape
 from pathlib import Path
 
@@ -47,11 +46,9 @@ METHOD_HELP = {
 
 
 def _engine():
-    """studio.core.export, or None when this build has none (its functions import torch lazily)."""
-    try:
-        from studio.core import export
-    except ImportError:
-        return None
+    """studio.core.export (its functions import torch when called, not at import)."""
+    from studio.core import export
+
     return export
 
 
@@ -99,9 +96,8 @@ class CombineDialog(QDialog):
         self._name_edited = False     # once the person types a name, it is no longer made up for them
         self._default = ""
         engine = _engine()
-        methods = list(getattr(engine, "COMBINE_METHODS", METHOD_HELP))
-        self.density_methods = set(getattr(engine, "DENSITY_METHODS", ("ties", "dare_linear", "dare_ties",
-                                                                        "magnitude_prune")))
+        methods = list(engine.COMBINE_METHODS)
+        self.density_methods = set(engine.DENSITY_METHODS)
 
         head = QLabel(f"Combine <b>{entry.name}</b> with other adapters on the same base model "
                       f"(<i>{short_base(entry.base_model)}</i>, {entry.task}) into a new gallery entry. "
@@ -219,8 +215,6 @@ class CombineDialog(QDialog):
     def current_problem(self) -> str | None:
         entries, weights = self.chosen()
         engine = _engine()
-        if engine is None:
-            return "combining needs studio.core.export, which this installation lacks"
         try:
             problem = engine.combine_problem(entries, self.method())
         except StudioError as e:
@@ -266,12 +260,6 @@ def _size(entry: Entry) -> int:
         return entry.size_bytes
     except OSError:
         return 0
-
-
-def rank_for_energy(kept: list[float], energy: float) -> int:
-    """The smallest uniform rank whose kept share reaches `energy` (kept ascends with the rank)."""
-    index = bisect.bisect_left(kept, energy - 1e-12)
-    return min(index, len(kept) - 1) + 1 if kept else 1
 
 
 def rank_text(entry: Entry, measured: int | None = None) -> str:
@@ -455,9 +443,6 @@ class ResizeDialog(QDialog):
     def start(self) -> None:
         """Measure the curve in the background (the dialog waits on it)."""
         engine = _engine()
-        if engine is None:
-            self._on_curve_failed(None, "resizing needs studio.core.export, which this installation lacks")
-            return
         entry = self.entry
 
         def work(progress, should_stop):
@@ -484,7 +469,9 @@ class ResizeDialog(QDialog):
         self._syncing = True
         self.rank_spin.setRange(1, max(max_rank, 1))
         self.rank_spin.setSuffix(f" of {current}")
-        start = rank_for_energy(kept, 0.99) if kept else 1
+        from studio.core.export import rank_for_energy   # torch is imported inside its functions only
+
+        start = rank_for_energy(curve, 0.99) if kept else 1
         if start >= current:
             start = max(1, current // 2)
         self.rank_spin.setValue(start)
@@ -535,7 +522,9 @@ class ResizeDialog(QDialog):
     def rank(self) -> int:
         """The rank the choice amounts to (for energy: the uniform rank reaching it)."""
         if self.by_energy.isChecked():
-            return rank_for_energy(self.kept(), self.energy_spin.value() / 100.0)
+            from studio.core.export import rank_for_energy
+
+            return rank_for_energy(self.curve, self.energy_spin.value() / 100.0) if self.kept() else 1
         return self.rank_spin.value()
 
     def kept_share(self) -> float | None:

@@ -44,7 +44,7 @@ _EVENT_GROUPS = {
     "resumed": {"status"},
 }
 
-_PEFT_PREFIX = "base_model.model."
+from studio.core.names import PEFT_PREFIX as _PEFT_PREFIX  # noqa: E402
 _LAYER_RE = re.compile(r"layers?\.(\d+)\.")
 _CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)$")
 
@@ -259,10 +259,10 @@ class RunHistory:
     def add(self, event: dict) -> set[str]:
         """Take one event; returns the chart groups it changed (a subset of GROUPS)."""
         kind = event.get("type")
-        handler = getattr(self, f"_add_{kind}", None)
+        handler = self.HANDLERS.get(kind)
         if handler is None:
             return set()
-        extra = handler(event) or set()
+        extra = handler(self, event) or set()
         return set(_EVENT_GROUPS.get(kind, ())) | extra
 
     # ---- layers ----------------------------------------------------------------------------
@@ -565,6 +565,12 @@ class RunHistory:
 
     def _add_resumed(self, event: dict) -> None:
         self.status["state"] = "running"
+
+    # one handler per kind of studio.core.events.EVENT_KINDS (tests/ui/test_history.py checks both lists)
+    HANDLERS = {"run_started": _add_run_started, "progress": _add_progress, "step": _add_step, "eval": _add_eval,
+                "checkpoint": _add_checkpoint, "paused": _add_paused, "resumed": _add_resumed,
+                "run_finished": _add_run_finished, "spectra": _add_spectra, "importance": _add_importance,
+                "ranks": _add_ranks, "decomposition": _add_decomposition}
 
     # ---- helpers for the charts ------------------------------------------------------------
 

@@ -10,7 +10,6 @@ RunHistory, so it looks exactly as it did live.
 
 from __future__ import annotations
 
-import re
 import time
 from html import escape
 from pathlib import Path
@@ -24,6 +23,7 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayo
 
 from studio.core.config import RunConfig
 from studio.core.errors import StudioError
+from studio.core.events import describe
 from studio.core import runlock
 from studio.core.paths import studio_home
 from studio.core.resources import default_config_path
@@ -447,9 +447,8 @@ class MainWindow(QMainWindow):
             try:
                 self.current_config()
             except StudioError as e:
-                text = str(e)
-                errors["config"] = text.split(": ", 1)[1] if ": " in text else text
-                self._mark_cross_field_error(errors["config"])
+                errors["config"] = e.reason
+                self._mark_cross_field_error(e.reason, field=e.field)
         self.validation_errors = errors
         self.variant_panel.set_run_steps(self.planned_steps())
         if errors:
@@ -479,12 +478,18 @@ class MainWindow(QMainWindow):
             return
         if self._plan_job is not None:
             self._plan_job.cancel()
-        job = BackgroundJob(lambda progress, should_stop: estimate(config), self, name="memoryPlan")
-        job.succeeded.connect(lambda plan, j=job: j is self._plan_job and self._show_plan(plan))
+        def work(progress, should_stop):
+            try:
+                return estimate(config), None
+            except StudioError as e:     # the error object: its field marks the form
+                return None, e
+
+        job = BackgroundJob(work, self, name="memoryPlan")
+        job.succeeded.connect(lambda value, j=job: j is self._plan_job and self._show_plan(*value))
         job.failed.connect(lambda text, j=job: j is self._plan_job and self._show_plan(None, text))
         self._plan_job = job.start()
 
-    def _show_plan(self, plan, error: str = "") -> None:
+    def _show_plan(self, plan, error: "str | StudioError | None" = "") -> None:
         """'Memory ~2.8 of 17.6 GiB', red with what would make it fit when it will not fit."""
         from studio.core.plan import gib
 
@@ -492,10 +497,11 @@ class MainWindow(QMainWindow):
         if plan is None:
             self.memory_label.setText("")
             self.memory_label.set_tip(f"memory plan: {error}" if error else "")
-            if error.startswith("variant."):   # a rank the model's layers cannot take: before Train, once
-                self._mark_cross_field_error(error)
-                self.validation_errors = {"config": error.split(": ", 1)[1]}
-                self.validation_label.setText(error)
+            field = getattr(error, "field", None)
+            if field and field.startswith("variant."):   # a rank the layers cannot take: before Train, once
+                self._mark_cross_field_error(error.reason, field)
+                self.validation_errors = {"config": error.reason}
+                self.validation_label.setText(str(error))
                 self._update_actions(valid=False)
             return
         free = f" of {gib(plan.free_bytes)} free" if plan.free_bytes is not None else ""
@@ -526,31 +532,30 @@ class MainWindow(QMainWindow):
         except (TypeError, ValueError, ZeroDivisionError):
             return None
 
-    def _mark_cross_field_error(self, text: str, reveal: bool = False) -> None:
-        """A whole-config error names its field as section.key: put it next to that field."""
+    def _mark_cross_field_error(self, text: str, field: str | None, reveal: bool = False) -> None:
+        """A whole-config error about `field` ("variant.r"): put `text` next to that field."""
         forms = {"variant": self.variant_panel.form, "train": self.training_panel.train,
                  "telemetry": self.training_panel.telemetry, "data": self.data_panel.options,
                  "model": self.model_panel.options}
-        head = text.split(":", 1)[0].strip()
-        if "." in head:
-            section, key = head.split(".", 1)
+        if field and "." in field:
+            section, key = field.split(".", 1)
             form = forms.get(section)
             if form is not None and key in form.editors:
-                form.set_external_error(key, text.split(":", 1)[1].strip())
+                form.set_external_error(key, text)
                 if reveal:   # scroll the set-up column to the field at fault
                     self.setup_scroll.ensureWidgetVisible(form.error_labels.get(key, form.editors[key]))
 
-    def _place_run_error(self, error: str) -> None:
+    def _place_run_error(self, error: str, field: str | None = None) -> None:
         """A run that failed on its input also shows the reason next to what caused it: the model
-        source, the data file, or the option the message names (section.key: ...)."""
+        source, the data file, or the option the error is about (its `field`)."""
         config = getattr(self, "_run_config", None)
-        field = re.match(r"((?:model|data|variant|train|telemetry)\.\w+): ", error)
-        if field and field.group(1) == "model.source":
-            self.model_panel.show_source_error(error[field.end():])
-        elif field and field.group(1) in ("data.path", "data.eval_path"):
+        reason = error[len(field) + 2:] if field and error.startswith(field + ": ") else error
+        if field == "model.source":
+            self.model_panel.show_source_error(reason)
+        elif field in ("data.path", "data.eval_path"):
             self.data_panel.show_file_error(error)
-        elif field and field.group(1) != "train.output_dir":   # a folder problem is not the field's
-            self._mark_cross_field_error(error, reveal=True)
+        elif field and field != "train.output_dir":   # a folder problem is not the field's
+            self._mark_cross_field_error(reason, field, reveal=True)
         elif config is not None:
             # a data error starts with the file (a Windows path has a colon of its own)
             files = [config.data.path, Path(config.data.path).name]
@@ -807,25 +812,15 @@ class MainWindow(QMainWindow):
             s["total"] = e.get("total_steps", 0)
             s["step"] = e.get("step", 0)
             self.run_dir = Path(e["run_dir"]) if e.get("run_dir") else self.run_dir
-            self.log(f"{e.get('config', {}).get('variant', {}).get('name', '')}: {e.get('trainable_params', 0):,} "
-                     f"trainable of {e.get('total_params', 0):,} parameters, {len(e.get('adapted_layers', []))} "
-                     f"adapted layers, {e.get('train_examples', '?')} training examples on {e.get('device')}")
-            self.log(f"run folder: {e.get('run_dir')}")
         elif kind == "progress":
-            self.log(e.get("message", ""))
             self.statusBar().showMessage(e.get("message", ""))
-        elif kind == "eval":
-            metrics = ", ".join(f"{k.removeprefix('eval_')} {v:.4g}" for k, v in e.items()
-                                if k.startswith("eval_") and isinstance(v, (int, float)))
-            self.log(f"eval at step {e.get('step')}: {metrics}")
-        elif kind == "checkpoint":
-            self.log(f"checkpoint: {e.get('path')}")
-        elif kind in ("paused", "resumed"):
-            self.log(f"{kind} at step {e.get('step')}")
         elif kind == "run_finished":
-            self.log(f"run {e.get('status')} at step {e.get('step')}"
-                     + (f": {e['error']}" if e.get("error") else ""))
             self._gallery_entry = e.get("gallery_entry") or self._gallery_entry
+        line = describe(e)          # the same line the CLI prints (studio.core.events)
+        if line is not None:
+            self.log(line)
+        if kind == "run_started":
+            self.log(f"run folder: {e.get('run_dir')}")
 
     def _on_repaint_timer(self) -> None:
         if self._changed:
@@ -872,7 +867,7 @@ class MainWindow(QMainWindow):
         if status == "failed":
             self.show_error(f"the run failed: {error}" if error else "the run failed")
             if error:
-                self._place_run_error(error)
+                self._place_run_error(error, result.get("error_field"))
             self.statusBar().showMessage("Run failed", 10000)
         else:
             self.statusBar().showMessage(f"Run {status}" + (f": {result.get('adapter_path')}"

@@ -84,10 +84,6 @@ def apply_theme(app: QApplication, mode: str = "system") -> str:
     return "dark" if dark else "light"
 
 
-def is_dark(app: QApplication) -> bool:
-    return app.palette().color(QPalette.ColorRole.Window).lightness() < 128
-
-
 def _on_scheme_changed(app: QApplication) -> None:
     if _state["mode"] == "system":
         apply_theme(app, "system")

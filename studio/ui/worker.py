@@ -76,14 +76,16 @@ class RunWorker(QObject):
 
             session = Session(self.config, resume_dir=self.resume_dir, control=self.control)
             r = session.run(sink=self._sink)
-            result = {"status": r.status, "error": r.error, "exit_code": r.exit_code,
+            result = {"status": r.status, "error": r.error, "error_field": r.error_field, "exit_code": r.exit_code,
                       "run_dir": str(r.run_dir) if r.run_dir else None,
                       "adapter_path": str(r.adapter_path) if r.adapter_path else None,
                       # the gallery entry the Session added the adapter as (run_finished carries it too)
                       "gallery_entry": getattr(r, "gallery_entry", None)}
         except BaseException as e:  # Session.run reports its own failures; this is a bug or a broken sink
-            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            result = {"status": "failed", "error": f"{type(e).__name__}: {text}" if text else type(e).__name__,
+            from studio.core.errors import first_line
+
+            result = {"status": "failed",
+                      "error": f"{type(e).__name__}: {first_line(e)}" if str(e).strip() else type(e).__name__,
                       "exit_code": 1, "run_dir": None, "adapter_path": None,
                       "traceback": traceback.format_exc()}
         self.finished.emit(result)
@@ -303,9 +305,6 @@ def _is_cancelled(e: BaseException) -> bool:
 
 
 def _one_line(e: BaseException) -> str:
-    from studio.core.errors import StudioError
+    from studio.core.errors import one_line
 
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    if isinstance(e, StudioError):
-        return text
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return one_line(e)

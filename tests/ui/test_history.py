@@ -316,3 +316,11 @@ def test_a_real_run_history_holds_its_events(lora_drop_run):
     drop = h.importance["lora-drop ‖BAx‖²"]
     assert drop.threshold == 0.5 and drop.kept == h.kept
     assert h.status["state"] == "completed"
+
+
+def test_every_event_kind_has_a_handler_and_a_chart_group():
+    """The window folds every kind the protocol defines (studio/core/events.py), by an explicit table."""
+    from studio.core.events import EVENT_KINDS
+    from studio.ui.history import _EVENT_GROUPS
+
+    assert set(RunHistory.HANDLERS) == set(EVENT_KINDS) == set(_EVENT_GROUPS)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from ..errors import one_line
 from .spectra import dense_svdvals, gram_root, gram_svdvals, rounded, summarize, summarize_batch
 from .updates import LayerUpdate
 
@@ -169,7 +170,7 @@ class Telemetry:
             ok = True
         except Exception as e:  # telemetry must never end a run; say so, once per kind of failure
             self.failures += 1
-            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            reason = one_line(e)
             events = [] if reason in self._reported else [
                 {"type": "progress", "message": f"telemetry skipped at step {step}: {reason}"}]
             self._reported.add(reason)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Hashable
 
 ADAPTER = "default"
-PREFIX = "base_model.model."
+from ..names import PEFT_PREFIX as PREFIX  # noqa: E402
 
 
 @dataclass

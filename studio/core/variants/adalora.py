@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..names import PEFT_PREFIX
 from ..options import check_run_fraction, option, steps_of_run
 from .base import CommonOptions, Variant, register
 
@@ -183,7 +184,7 @@ SENSITIVITY = "adalora sensitivity (Σ triplet scores)"
 
 
 def _layer_name(key: str, part: str) -> str:
-    return key.split(f".{part}")[0].removeprefix("base_model.model.")
+    return key.split(f".{part}")[0].removeprefix(PEFT_PREFIX)
 
 
 def live_ranks(model) -> dict[str, int]:
@@ -195,7 +196,7 @@ def live_ranks(model) -> dict[str, int]:
     out = {}
     for name, module in model.named_modules():
         if isinstance(module, AdaLoraLayer) and "default" in module.lora_E:
-            name = name.removeprefix("base_model.model.")
+            name = name.removeprefix(PEFT_PREFIX)
             out[name] = pattern.get(name, int(module.lora_E["default"].numel()))
     return out
 
@@ -235,7 +236,7 @@ def current_ranks(model) -> dict[str, int]:
     out = {}
     for key, mask in pattern.items():
         # keys are "<module>.lora_E" after save_pretrained and "<module>.lora_E.<adapter>" while training
-        module = key.split(".lora_E")[0].removeprefix("base_model.model.")
+        module = key.split(".lora_E")[0].removeprefix(PEFT_PREFIX)
         out[module] = int(sum(bool(m) for m in mask))
     return out
 

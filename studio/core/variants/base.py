@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..names import PEFT_PREFIX
 from ..options import option
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -206,7 +207,7 @@ def check_ranks(peft_model, option: str, rank: int) -> None:
         if not all(isinstance(d, int) and d > 0 for d in dims):
             continue
         if smallest is None or min(dims) < min(smallest[1]):
-            smallest = (name.removeprefix("base_model.model."), dims)
+            smallest = (name.removeprefix(PEFT_PREFIX), dims)
     if smallest is not None and rank > min(smallest[1]):
         layer, (fan_in, fan_out) = smallest
         raise ConfigError(f"variant.{option}: expected at most {min(smallest[1])} for this model ({layer} maps "

@@ -33,6 +33,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..names import PEFT_PREFIX
 from ..options import option
 from .base import Variant, register
 from .lora import LoraOptions, lora_init_kwargs
@@ -76,7 +77,7 @@ def lora_layers(model) -> dict:
     out = {}
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer) and ADAPTER in getattr(module, "lora_A", {}):
-            out[name.removeprefix("base_model.model.")] = module
+            out[name.removeprefix(PEFT_PREFIX)] = module
     return out
 
 
@@ -307,7 +308,7 @@ def export_rank_doubled(peft_model, tracker: DeltaLoraTracker, out_dir) -> None:
     lam = tracker.update_ratio
 
     state = get_peft_model_state_dict(peft_model, adapter_name=ADAPTER)
-    prefix = "base_model.model."
+    prefix = PEFT_PREFIX
     for name, layer in tracker.layers.items():
         a_key, b_key = f"{prefix}{name}.lora_A.weight", f"{prefix}{name}.lora_B.weight"
         if a_key not in state or b_key not in state:

@@ -27,6 +27,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..names import PEFT_PREFIX
 from ..options import option
 from .base import Variant, register
 from .lora import LoraOptions, lora_init_kwargs
@@ -57,7 +58,7 @@ def lora_modules(peft_model) -> dict:
     out = {}
     for name, module in peft_model.named_modules():
         if isinstance(module, LoraLayer) and ADAPTER in getattr(module, "lora_A", {}):
-            out[name.removeprefix("base_model.model.")] = module
+            out[name.removeprefix(PEFT_PREFIX)] = module
     return out
 
 
