@@ -165,7 +165,7 @@ def make_tiny_bert(folder, *, layers: int = 2, hidden: int = 64, seed: int = 0, 
 # -- in-memory pieces for tests that drive a variant without files ---------------------------------
 
 def tiny_llama_config(layers: int = 2, **overrides):
-    """The tiny Llama shape VARIANTS.md measured on (hidden 64, all 7 projections adaptable)."""
+    """The tiny Llama shape the variant maths is measured on (hidden 64, all 7 projections adaptable)."""
     from transformers import LlamaConfig
 
     kwargs = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,

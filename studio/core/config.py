@@ -62,7 +62,7 @@ class TrainSection:
     output_dir: str = option("runs", "Where run folders are created")
     epochs: float = option(3.0, "Passes over the training data", min=0.0, max=1e6)
     max_steps: int = option(0, "> 0 overrides epochs", min=0)
-    batch_size: int = option(4, "Examples per device per step", min=1)
+    batch_size: int = option(4, "Examples per micro-batch for the whole run (split evenly across processes)", min=1)
     grad_accum: int = option(1, "Micro-batches per optimizer step", min=1)
     learning_rate: float = option(2e-4, "Peak learning rate", min=0.0, max=1.0)
     # constant by default: at a fixed step budget a decay to zero halves the learning a run does,

@@ -18,8 +18,9 @@ Formats (`[data] format`, "auto" looks at the columns of the first file):
 
 Every example is truncated to max_seq_len; examples left with no loss tokens are dropped. Anything
 wrong with the input raises DataError with one line naming the file, the row and the field.
-Rows are tokenized in plain Python (not `Dataset.map`), so an error can name its row and nothing
-is written to the datasets cache beyond the loaded file itself.
+Rows are formatted and tokenized through `Dataset.map` in chunks (with `num_proc` worker processes
+for large files), and an error still names its row; the prepared examples are cached by
+datacache.py.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ looked live. Every event is a dict with `type`, `step` (the optimizer step it be
 
 Who emits what: training.Session (run_started, progress, step, eval, checkpoint, paused, resumed,
 run_finished), telemetry.monitor.Telemetry (spectra, importance, decomposition, progress), and a
-variant's `telemetry_events`/`apply` (AdaLoRA: ranks, importance; LoRA-drop: ranks, importance).
+variant's `telemetry_events` or its `build` through `ctx.emit` (AdaLoRA: ranks, importance; LoRA-drop:
+ranks, importance). A run the window finds killed is shown as "interrupted", a state no event carries.
 Readers: ui.history.RunHistory (the charts), ui.main_window (the log and the status bar), the CLI's
 progress printer, gallery.Gallery (telemetry.json) and training.metrics_from_events.
 
@@ -55,8 +56,8 @@ class RunStarted(Event, total=False):
     run_dir: str
     processes: int
     launch: str                         # single / ddp / fsdp / deepspeed
-    padding_free: bool
-    pack: bool
+    padding_free: bool                  # the batch layout the run picked (training.py's probe)
+    label_logits_only: bool
 
 
 class Progress(Event):
@@ -72,7 +73,7 @@ class Step(Event, total=False):
     tokens_per_s: Union[float, None]    # tokens of this step over its time, pauses excluded
     epoch: Union[float, None]
     total_steps: Union[int, None]
-    memory_mb: Union[float, None]       # the device's peak memory (the process's on a CPU)
+    memory_mb: Union[float, None]       # memory in use: the CUDA allocator's, the process's RSS on a CPU
 
 
 class Eval(Event, total=False):
@@ -96,7 +97,7 @@ class Resumed(Event):
 
 class RunFinished(Event, total=False):
     """The run ended, whatever the way (the last event of every run)."""
-    status: Required[Literal["completed", "stopped", "failed", "interrupted"]]
+    status: Required[Literal["completed", "stopped", "failed"]]
     error: Union[str, None]
     error_field: Union[str, None]       # the config field the error is about ("variant.r")
     adapter_path: Union[str, None]
@@ -105,6 +106,7 @@ class RunFinished(Event, total=False):
     paused_s: float
     telemetry_s: float
     final_telemetry_s: float
+    telemetry_postponed: int            # scheduled measurements skipped for the time budget
 
 
 class Spectra(Event, total=False):
@@ -112,6 +114,8 @@ class Spectra(Event, total=False):
     DoRA adds magnitude), by layer name."""
     layers: Required[dict]
     final: bool                         # the measurement after the last step
+    cost_s: float                       # what the measurement took
+    postponed: int                      # scheduled measurements skipped since the last one
 
 
 class Importance(Event, total=False):

@@ -462,7 +462,7 @@ class RunHistory:
         self.status["tokens_per_s"] = event.get("tokens_per_s")
         self.status["loss"] = event.get("loss")
         self.status["epoch"] = event.get("epoch")
-        self.status["memory_mb"] = event.get("memory_mb")     # the device's peak memory, when known
+        self.status["memory_mb"] = event.get("memory_mb")     # memory in use (CUDA allocator / process RSS), when known
         if self.status.get("state") in ("waiting", None):
             self.status["state"] = "running"
         return changed

@@ -5,7 +5,7 @@
     dialog.show()                                # loads base + adapter in the background, once
 
 A causal-LM adapter gets a prompt box and two panes, "Base model" and "With adapter", filled
-token by token while studio.core.export.Playground generates (base answer first, then the
+token by token while studio.core.playground.Playground generates (base answer first, then the
 adapted one). The pieces arrive on the job's thread; a TextPump buffers them and wakes the GUI
 thread once per batch it has time to take, so a fast model costs one repaint per batch, not per
 token. A classifier adapter gets a text box and a table: each label's probability under the base
@@ -118,7 +118,7 @@ class PlaygroundDialog(QDialog):
         self.setWindowTitle("Playground — LoRA Studio")
         self.setModal(False)
         self.entries: dict[str, Entry] = {}
-        self.session = None                  # the loaded studio.core.export.Playground
+        self.session = None                  # the loaded studio.core.playground.Playground
         self.session_name: str | None = None
         self.load_job: BackgroundJob | None = None
         self.run_job: BackgroundJob | None = None

@@ -1,6 +1,6 @@
 """Delta-LoRA on a tiny random Llama, trained through a real transformers Trainer.
 
-Acceptance (VARIANTS.md): W unchanged for t <= K; W_T - W_0 == λs(B_TA_T - B_{K+1}A_{K+1});
+Acceptance (from the paper's update rule): W unchanged for t <= K; W_T - W_0 == λs(B_TA_T - B_{K+1}A_{K+1});
 dropout != 0 rejected; the rank-2r export reloads in stock PEFT with the trained model's logits;
 checkpoint_state / restore_state (and a real Trainer resume) reproduce W.
 """

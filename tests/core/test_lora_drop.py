@@ -1,6 +1,6 @@
 """LoRA-drop on a tiny random 8-layer Llama.
 
-Acceptance (VARIANTS.md): Σ I = 1 per type; the kept set is the minimal prefix reaching T;
+Acceptance (from the paper's selection rule): Σ I = 1 per type; the kept set is the minimal prefix reaching T;
 stage-2 init == base exactly; trainable count == kept + one pair per type; shared grad == sum of
 the per-layer grads of an untied copy; the saved adapter reloads in stock PEFT with the same
 logits; a resumed run (saved_state) rebuilds the same ties.

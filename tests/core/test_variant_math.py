@@ -1,4 +1,4 @@
-"""The maths of each variant, checked through our variant objects (VARIANTS.md §1 and the §4 table).
+"""The maths of each variant, checked through our variant objects (each paper's update rule and defaults).
 
 Every test builds a tiny random Llama in-process (hidden 64, 2 layers, vocab 128, seeded), wraps it with
 `get_variant(name).build(...)`, and drives it with random token batches. One test per acceptance row:

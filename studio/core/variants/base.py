@@ -1,7 +1,7 @@
 """What every variant is: a name, a one-line description, an options dataclass, and hooks.
 
-Central code (training.py, export) never asks `if name == ...`: it calls these hooks through the
-registry (PEFT's `PEFT_TYPE_TO_CONFIG_MAPPING` pattern). A variant module defines a subclass,
+Training and export call these hooks through the registry rather than asking `if name == ...`
+(some central modules still do: the plan, presets, storage and distributed; see ARCHITECTURE.md) (PEFT's `PEFT_TYPE_TO_CONFIG_MAPPING` pattern). A variant module defines a subclass,
 and registers one instance with `register(...)` at import time.
 
 Hooks, in the order a run calls them:

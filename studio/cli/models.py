@@ -12,8 +12,9 @@ entry, a folder that is gone) go to stderr, one line each. Nothing is downloaded
 
 from __future__ import annotations
 
-import json
 import sys
+
+from studio.cli.common import error_line, print_json
 
 
 def _note(message: str) -> None:
@@ -45,14 +46,14 @@ def cmd_models(args) -> int:
             folder = modelcache.remove_folder(args.remove_folder)
             print(f"removed {folder}", file=sys.stderr)
     except StudioError as e:
-        print(f"lora-studio: error: {e}", file=sys.stderr)
+        error_line(str(e))
         return e.exit_code
     models, notes = modelcache.scan_models()
     models = modelcache.filter_models(models, args.filter)
     for note in notes:
         _note(note)
     if args.json:
-        print(json.dumps(models, indent=1))
+        print_json(models)
         return 0
     if not models:
         where = f"matching '{args.filter}' " if args.filter else ""

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 
+from studio.cli.common import BAD_INPUT, FAILED, INTERRUPTED, error_line
 
 SHUTDOWN_TIMEOUT_S = 900
 
@@ -48,11 +48,13 @@ def add_command(sub) -> None:
     launch.add_argument("--machines", type=int, default=1, help="with --export: machines of the job (default 1)")
     launch.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp",
                         help="with --export: DDP (default) or FSDP (version 2, sharded parameters)")
-    # what follows `--` is split off before parsing (cli.main), into accelerate_args
+    # what follows `--` is split off before parsing (studio.cli.main), into accelerate_args
     launch.set_defaults(func=cmd_launch, accelerate_args=[])
 
 
 def _free_port() -> int:
+    import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -94,25 +96,24 @@ def accelerate_arguments(args, processes: int) -> list[str]:
 
 
 def cmd_launch(args) -> int:
-    from studio.cli import _err
     from studio.core.config import RunConfig
     from studio.core.errors import StudioError
 
     if getattr(sys, "frozen", False):
-        _err("launch: the standalone app cannot start Python processes; install lora-studio with pip "
-             "or pipx on the machine that trains (see README)")
-        return 2
+        error_line("launch: the standalone app cannot start Python processes; install lora-studio with "
+                   "pip or pipx on the machine that trains (see README)")
+        return BAD_INPUT
     try:
         if bool(args.config) == bool(args.resume):
-            _err("launch: expected a CONFIG.toml or --resume RUN_FOLDER (one of them)")
-            return 2
+            error_line("launch: expected a CONFIG.toml or --resume RUN_FOLDER (one of them)")
+            return BAD_INPUT
         if args.resume and args.set:
-            _err("launch: --set cannot change a run being resumed; start a new run instead")
-            return 2
+            error_line("launch: --set cannot change a run being resumed; start a new run instead")
+            return BAD_INPUT
         source = Path(args.resume) / "config.toml" if args.resume else Path(args.config)
         if args.resume and not source.is_file():
-            _err(f"{args.resume}: not a run folder (expected config.toml inside)")
-            return 2
+            error_line(f"{args.resume}: not a run folder (expected config.toml inside)")
+            return BAD_INPUT
         config = RunConfig.from_toml(source)
         if args.set:
             config = config.with_overrides(args.set)
@@ -124,17 +125,17 @@ def cmd_launch(args) -> int:
         if processes is None:
             processes = gpus or 2   # every GPU, or two CPU processes to try it out
         if processes < 1:
-            _err(f"--processes: expected at least 1, got {processes}")
-            return 2
+            error_line(f"--processes: expected at least 1, got {processes}")
+            return BAD_INPUT
         if gpus and processes > gpus and not args.config_file and not args.export:
-            _err(f"--processes: {processes} processes need {processes} GPUs, this machine has {gpus} "
-                 "(one process per GPU; --cpu runs CPU processes)")
-            return 2
+            error_line(f"--processes: {processes} processes need {processes} GPUs, this machine has "
+                       f"{gpus} (one process per GPU; --cpu runs CPU processes)")
+            return BAD_INPUT
         total = processes * (args.machines if args.export else 1)
         if config.train.batch_size % total:
-            _err(f"{source}: train.batch_size: {config.train.batch_size} examples cannot be split evenly "
-                 f"across {total} processes; expected a multiple of {total}")
-            return 2
+            error_line(f"{source}: train.batch_size: {config.train.batch_size} examples cannot be split "
+                       f"evenly across {total} processes; expected a multiple of {total}")
+            return BAD_INPUT
         if args.export:
             from studio.core.launchscript import LaunchPlan, write_launch_folder
 
@@ -143,11 +144,11 @@ def cmd_launch(args) -> int:
             print(folder / "launch.sh")
             return 0
     except StudioError as e:
-        _err(str(e))
+        error_line(str(e))
         return e.exit_code
     except ValueError as e:
-        _err(str(e))
-        return 2
+        error_line(str(e))
+        return BAD_INPUT
 
     # torchrun's default is one thread per process, whatever the machine has
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
@@ -175,8 +176,6 @@ def run_launcher(argv: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    from studio.cli import _err
-
     # the launcher's own notes (which process it sent SIGTERM, which failed) repeat, less
     # clearly, what the processes print themselves
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
@@ -191,14 +190,14 @@ def run_launcher(argv: list[str]) -> int:
         rank, failure = e.get_first_failure()
         code = failure.exitcode
         if code is None or code < 0 or code not in (1, 2, 130):
-            _err(f"process {rank} ended with {'signal ' + str(-code) if code and code < 0 else f'exit code {code}'}"
-                 " (the processes' own output is above)")
-        return code if code and code > 0 else 1
+            ended = f"signal {-code}" if code and code < 0 else f"exit code {code}"
+            error_line(f"process {rank} ended with {ended} (the processes' own output is above)")
+        return code if code and code > 0 else FAILED
     except (SignalException, KeyboardInterrupt):
         # the first Ctrl-C returns here once the processes have stopped and saved; a second one
         # interrupts that wait, and then nothing is left to wait for: the processes are killed
         _kill_children()
-        return 130
+        return INTERRUPTED
     return 0
 
 
@@ -210,6 +209,9 @@ def _kill_children() -> None:
             child.kill()
     except Exception:   # gone already, or no psutil: the processes end when their step does
         pass
+
+
+COMMANDS = ("launch",)
 
 
 if __name__ == "__main__":   # pragma: no cover

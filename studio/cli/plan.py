@@ -11,8 +11,7 @@ Exit code 0 whether or not it fits (the answer is in the output: "fits" / "will 
 
 from __future__ import annotations
 
-import json
-import sys
+from studio.cli.common import error_line, print_json
 
 
 def cmd_plan(args) -> int:
@@ -29,10 +28,10 @@ def cmd_plan(args) -> int:
             overrides = get_preset(args.preset).overrides(name) + args.set
         plan = plan_for(args.config, overrides)
     except StudioError as e:
-        print(f"lora-studio: error: {e}", file=sys.stderr)
+        error_line(str(e))
         return e.exit_code
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=1))
+        print_json(plan.to_dict())
         return 0
     print(plan.summary())
     for line in plan.lines():

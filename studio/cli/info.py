@@ -10,20 +10,23 @@ libraries' versions come from their installed metadata.
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 
+from studio.cli.common import print_json
+
 
 def _bundled_models() -> dict[str, dict]:
-    from studio.core.models import BUNDLED, _package_dir
+    from studio.core.errors import ModelError
+    from studio.core.models import BUNDLED, locate_source
 
     found = {}
-    for name, (package, inner, task) in BUNDLED.items():
-        folder = _package_dir(package)
-        path = folder / inner if folder is not None else None
-        found[name] = {"package": package, "task": task,
-                       "path": str(path) if path is not None and path.exists() else None}
+    for name, (package, _inner, task) in BUNDLED.items():
+        try:   # the bundled file or folder, when its package is installed
+            _kind, path = locate_source(f"bundled:{name}")
+        except ModelError:
+            path = None
+        found[name] = {"package": package, "task": task, "path": path}
     return found
 
 
@@ -81,7 +84,7 @@ def collect() -> dict:
 def cmd_info(args) -> int:
     info = collect()
     if args.json:
-        print(json.dumps(info, indent=1))
+        print_json(info)
         return 0
     found = {True: "", False: "  (missing)"}
     print(f"LoRA Studio {info['version']} on Python {info['python']} ({info['platform']})"

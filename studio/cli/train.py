@@ -1,41 +1,35 @@
-"""`lora-studio`: the window and the command line.
+"""`lora-studio train`: one run from a config (or a resumed run), told on the terminal as it goes.
 
-    lora-studio                                                    open the window (default run loaded)
-    lora-studio CONFIG.toml | RUN_FOLDER                           open the window with a config or a past run
-    lora-studio train CONFIG.toml [--set section.key=value ...]   train; prints the run folder
-    lora-studio train --resume RUN_FOLDER                          continue from its last checkpoint
-    lora-studio launch CONFIG.toml --processes N [--cpu]           train on N processes (accelerate, DDP)
-    lora-studio variants [--options]                               the variants and their options
-    lora-studio models [--json] [--filter TEXT]                    models already here (see cli_models.py)
-    lora-studio plan CONFIG.toml [--json]                          estimated peak memory (see cli_plan.py)
-    lora-studio gallery|export|combine|resize|generate ...         finished adapters (see cli_gallery.py)
+    lora-studio train CONFIG.toml [--set section.key=value ...] [--preset NAME] [--json]
+    lora-studio train --resume RUN_FOLDER
 
-Exit codes: 0 success, 1 a failure while training, 2 bad input (config, dataset, model), 130
-interrupted. Errors are one line naming the file, line or field; no traceback unless
-LORA_STUDIO_DEBUG=1 (a failed run also keeps the full trace in its folder's error.log).
+Prints the run folder on stdout when done. A progress bar with loss and ETA on a terminal, a line
+every few seconds otherwise (logs, CI); `--json` prints every event as a JSON line on stdout
+instead. The text for each event is made in one place: `event_line`. Ctrl-C stops after the
+current step, saving the adapter and a checkpoint (exit 130); a second Ctrl-C aborts.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-from studio.cli_gallery import COMMANDS as GALLERY_COMMANDS
-from studio.core.storage import held_text
+from studio.cli.common import BAD_INPUT, FAILED, INTERRUPTED, error_line, print_json
+from studio.core.events import describe
 from studio.core.telemetry.monitor import RELATIVE_UPDATE
 
-
-def _err(message: str) -> None:
-    clear = "\r\033[K" if sys.stderr.isatty() else ""  # over a progress status line, if any
-    print(f"{clear}lora-studio: error: {message}", file=sys.stderr)
-
-
 PROGRESS_GRACE_S = 2.0   # progress held back this long when the output is not a terminal
+
+
+def event_line(event: dict) -> str | None:
+    """The line a person reads for a run event (studio.core.events.describe, the window's log line
+    too), or None for the events told otherwise: steps (the progress bar), telemetry (summarised
+    when the run ends, telemetry_summary) and a failed run (its error line)."""
+    if event.get("type") == "run_finished" and event.get("status") == "failed":
+        return None
+    return describe(event)
 
 
 class ProgressSink:
@@ -59,18 +53,18 @@ class ProgressSink:
 
     def __call__(self, event: dict) -> None:
         if self.json_lines:
-            print(json.dumps(event), flush=True)
+            print_json(event, one_line=True)
             return
         kind = event.get("type")
         if kind == "progress":
             if self.tty:  # a status line that the next output overwrites (a GGUF conversion takes a while)
-                self.stream.write(f"\r\033[K{event.get('message', '')}")
+                self.stream.write(f"\r\033[K{event_line(event)}")
                 self.stream.flush()
             else:
                 # held back a moment: bad input (found in the first second) then prints its one error
                 # line alone; a long preparation (a large dataset, a GGUF conversion) is told as it goes
                 now = time.monotonic()
-                self.pending.append(event.get("message", ""))
+                self.pending.append(event_line(event))
                 self.first_pending = self.first_pending or now
                 if self.speaking or now - self.first_pending >= PROGRESS_GRACE_S:
                     self.speaking = True
@@ -83,22 +77,13 @@ class ProgressSink:
             self.pending = []
             self.total = event.get("total_steps", 0)
             self.start = time.monotonic()
-            self._line(f"{event['config']['variant']['name']}: {event['trainable_params']:,} trainable of "
-                       f"{event['total_params']:,} parameters, {len(event['adapted_layers'])} adapted layers, "
-                       f"{event.get('train_examples', '?')} training examples on {event['device']} "
-                       f"({held_text(event)})")
+            self._line(event_line(event))
         elif kind == "step":
             self.total = event.get("total_steps") or self.total
             self.loss = event.get("loss")
             self._bar(event["step"])
-        elif kind == "eval":
-            metrics = ", ".join(f"{k.removeprefix('eval_')} {v:.4g}" for k, v in event.items()
-                                if k.startswith("eval_") and isinstance(v, (int, float)))
-            self._line(f"eval at step {event['step']}: {metrics}")
-        elif kind == "checkpoint":
-            self._line(f"checkpoint: {event['path']}")
-        elif kind in ("paused", "resumed"):
-            self._line(f"{kind} at step {event['step']}")
+        elif kind in ("eval", "checkpoint", "paused", "resumed"):
+            self._line(event_line(event))
         elif kind == "spectra":
             self.spectra = event
         elif kind == "importance" and event.get("method") == RELATIVE_UPDATE:
@@ -108,7 +93,7 @@ class ProgressSink:
         elif kind == "run_finished" and event.get("status") != "failed":
             for line in telemetry_summary(self.spectra, self.relative, self.ranks, event):
                 self._line(line)
-            self._line(f"run {event['status']} at step {event['step']}")
+            self._line(event_line(event))
 
     def _bar(self, step: int) -> None:
         now = time.monotonic()
@@ -180,31 +165,31 @@ def cmd_train(args) -> int:
 
     try:
         if args.resume and args.config:
-            _err("train: give either a CONFIG.toml or --resume RUN_FOLDER, not both "
-                 "(a resumed run uses the config.toml in its folder)")
-            return 2
+            error_line("train: give either a CONFIG.toml or --resume RUN_FOLDER, not both "
+                       "(a resumed run uses the config.toml in its folder)")
+            return BAD_INPUT
         if args.resume:
             run_dir = Path(args.resume)
             if not run_dir.is_dir():
-                _err(f"{run_dir}: no such run folder")
-                return 2
+                error_line(f"{run_dir}: no such run folder")
+                return BAD_INPUT
             if not (run_dir / "config.toml").is_file():
-                _err(f"{run_dir}: not a run folder (expected config.toml inside)")
-                return 2
+                error_line(f"{run_dir}: not a run folder (expected config.toml inside)")
+                return BAD_INPUT
             config = RunConfig.from_toml(run_dir / "config.toml")
         elif args.config:
             config = RunConfig.from_toml(args.config)
             run_dir = None
         else:
-            _err("train: expected a CONFIG.toml or --resume RUN_FOLDER")
-            return 2
+            error_line("train: expected a CONFIG.toml or --resume RUN_FOLDER")
+            return BAD_INPUT
         if args.set and args.resume:
-            _err("train: --set cannot change a run being resumed (it continues with the config.toml "
-                 "in its folder); start a new run instead")
-            return 2
+            error_line("train: --set cannot change a run being resumed (it continues with the config.toml "
+                       "in its folder); start a new run instead")
+            return BAD_INPUT
         if args.preset and args.resume:
-            _err("train: --preset cannot change a run being resumed; start a new run instead")
-            return 2
+            error_line("train: --preset cannot change a run being resumed; start a new run instead")
+            return BAD_INPUT
         if args.preset:   # first: --set values given with it win
             from studio.core.presets import apply_preset
 
@@ -212,7 +197,7 @@ def cmd_train(args) -> int:
         if args.set:
             config = config.with_overrides(args.set)
     except StudioError as e:
-        _err(str(e))
+        error_line(str(e))
         return e.exit_code
 
     control = RunControl()
@@ -238,61 +223,20 @@ def cmd_train(args) -> int:
         signal.signal(signal.SIGINT, previous)
     if not main_process:
         # bad input is the same in every process, and a lost peer reports its own failure
-        if result.error and result.exit_code == 1 and result.error != LOST_PEER:
-            _err(f"process {world().rank}: {result.error}")
+        if result.error and result.exit_code == FAILED and result.error != LOST_PEER:
+            error_line(f"process {world().rank}: {result.error}")
         return result.exit_code
     if result.error:
-        _err(result.error)
+        error_line(result.error)
     if result.run_dir is not None:
         # with --json stdout is events only (run_started carries run_dir); the folder goes to stderr
         print(result.run_dir, file=sys.stderr if args.json else sys.stdout)
     if interrupts["n"] and result.status == "stopped":
-        return 130  # stopped by Ctrl-C: the adapter and a checkpoint are saved, but the run is not done
+        return INTERRUPTED  # stopped by Ctrl-C: the adapter and a checkpoint are saved, but the run is not done
     return result.exit_code
 
 
-def cmd_variants(args) -> int:
-    from studio.core.options import describe_fields
-    from studio.core.variants import REGISTRY
-
-    if args.json:
-        print(json.dumps({name: {"description": v.description, "options": describe_fields(v.options_cls)}
-                          for name, v in REGISTRY.items()}, indent=1))
-        return 0
-    width = max(len(n) for n in REGISTRY)
-    for name, v in REGISTRY.items():
-        print(f"{name:<{width}}  {v.description}")
-        if args.options:
-            for f in describe_fields(v.options_cls):
-                bounds = ""
-                if "choices" in f:
-                    bounds = f" ({'/'.join(map(str, f['choices']))})"
-                elif "min" in f or "max" in f:
-                    bounds = f" [{f.get('min', '')}..{f.get('max', '')}]"
-                print(f"    {f['name']} = {f['default']!r}{bounds}  {f['help']}")
-    return 0
-
-
-def cmd_gui(args) -> int:
-    from studio.ui.app import main as gui_main
-
-    return gui_main(args.path, screenshot=args.screenshot, screenshot_delay=args.screenshot_delay)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora-studio",
-                                     description="Parameter-efficient fine-tuning: LoRA and seven variants.")
-    parser.epilog = ("With no command, or with a CONFIG.toml or RUN_FOLDER, lora-studio opens the window: "
-                     "lora-studio [CONFIG.toml | RUN_FOLDER]")
-    sub = parser.add_subparsers(dest="command")
-    gui = sub.add_parser("gui", help="open the window (the default with no command)")
-    gui.add_argument("path", nargs="?", help="a run config (.toml) or a run folder to open")
-    gui.add_argument("--screenshot", metavar="FILE.png",
-                     help="save a picture of the window once it has painted, then quit (works offscreen)")
-    gui.add_argument("--screenshot-delay", type=float, default=1.0, metavar="SECONDS",
-                     help="how long the window runs before the picture is taken (default 1)")
-    gui.set_defaults(func=cmd_gui)
-
+def add_command(sub) -> None:
     train = sub.add_parser("train", help="train an adapter from a run config (TOML)")
     train.add_argument("config", nargs="?", help="the run config, e.g. resources/configs/default.toml")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -303,74 +247,5 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print every event as a JSON line on stdout")
     train.set_defaults(func=cmd_train)
 
-    variants = sub.add_parser("variants", help="list the LoRA variants")
-    variants.add_argument("--options", action="store_true", help="also list each variant's options")
-    variants.add_argument("--json", action="store_true", help="everything as JSON")
-    variants.set_defaults(func=cmd_variants)
 
-    from studio.cli_gallery import add_commands
-    from studio.cli_launch import add_command as add_launch
-
-    add_launch(sub)
-    add_commands(sub)
-    from studio.cli_info import add_command as add_info_command
-
-    add_info_command(sub)
-    from studio.cli_models import add_command as add_models_command
-
-    add_models_command(sub)
-    from studio.cli_plan import add_command as add_plan_command
-
-    add_plan_command(sub)
-    return parser
-
-
-COMMANDS = ("train", "launch", "variants", "gui", "info", "models", "plan") + GALLERY_COMMANDS
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
-        # no command, or a path: the window (Qt and the charts load only on this path)
-        if len(argv) > 1:
-            _err(f"expected one CONFIG.toml or RUN_FOLDER to open, got {len(argv)} arguments "
-                 "(see lora-studio --help)")
-            return 2
-        from studio.ui.app import main as gui_main
-
-        return gui_main(argv[0] if argv else None)
-    parser = build_parser()
-    extra: list[str] = []
-    if argv[0] == "launch" and "--" in argv:   # the rest is for accelerate launch, as it is
-        argv, extra = argv[:argv.index("--")], argv[argv.index("--") + 1:]
-    args = parser.parse_args(argv)
-    if extra:
-        args.accelerate_args = extra
-    if args.command is None:
-        parser.print_help()
-        return 0
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not os.environ.get("LORA_STUDIO_DEBUG"):
-        # the terminal shows our progress and one-line errors; library chatter stays out of it
-        import warnings
-
-        warnings.simplefilter("ignore")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 130
-    except BrokenPipeError:  # `lora-studio variants | head`
-        sys.stdout = open(os.devnull, "w")
-        return 0
-    except Exception as e:  # a bug: still one line unless debugging
-        if os.environ.get("LORA_STUDIO_DEBUG"):
-            raise
-        _err(f"unexpected {type(e).__name__}: {e} (set LORA_STUDIO_DEBUG=1 for the traceback)")
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+COMMANDS = ("train",)
