@@ -106,6 +106,7 @@ def read_rows(path: str, field: str = "data.path") -> "datasets.Dataset":
         raise DataError(f"{name}: {_reason(p, head, ext, as_lines, e)}") from None
     if ext == ".parquet":
         _check_columns(name, rows)
+    _check_field_names(name, rows.data.table.schema)
     if ext == ".txt":
         rows = _without_blank_lines(rows)
     if len(rows) == 0:
@@ -159,6 +160,26 @@ def _check_columns(name: str, rows) -> None:
             what = ("holds text that is not UTF-8 (expected UTF-8 strings)" if "UTF8" in str(e)
                     else f"holds damaged data ({' '.join(str(e).split())[:200]})")
             raise DataError(f"{name}: column {column_name!r} {what}") from None
+
+
+def _check_field_names(name: str, schema) -> None:
+    """Arrow keeps field names as C strings: two JSON keys that differ only after a NUL character
+    ("" and "\u0000") become one name twice, and the rows then cannot be read back. Refuse them here."""
+    import pyarrow as pa
+
+    def walk(fields, where: str) -> None:
+        names = [f.name for f in fields]
+        for f in fields:
+            if names.count(f.name) > 1:
+                raise DataError(f"{name}: {where}two keys of one object read the same ({f.name!r}; a key with a "
+                                "NUL character?); rename them")
+            kind = f.type
+            while pa.types.is_list(kind) or pa.types.is_large_list(kind):
+                kind = kind.value_type
+            if pa.types.is_struct(kind):
+                walk([kind.field(i) for i in range(kind.num_fields)], f"field {f.name!r}: ")
+
+    walk(list(schema), "")
 
 
 def _text_chunks(name: str, p: Path, head: bytes) -> Iterator[str]:

@@ -284,3 +284,15 @@ def test_json_too_large_to_parse_whole_is_refused(tmp_path, monkeypatch):
         read_rows(str(minified))
     assert one_line(str(err.value)).startswith("minified.jsonl: line 1: over 1.05 MB of text that is not a JSON "
                                                "object (it starts with '[')")
+
+
+def test_keys_that_read_the_same_in_arrow_are_refused_with_the_file(tmp_path):
+    """Found by test_properties: {"text": {"": null, "\\u0000": null}} loaded, then the rows could not be
+    read back ("duplicate field names") and the error escaped as a ValueError."""
+    from studio.core.datafiles import read_rows
+    from studio.core.errors import DataError
+
+    path = tmp_path / "nul-keys.jsonl"
+    path.write_text('{"text": {"": null, "\\u0000": null}}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"^nul-keys.jsonl: field 'text': two keys of one object read the same"):
+        read_rows(str(path))
