@@ -12,7 +12,7 @@ looked live. Every event is a dict with `type`, `step` (the optimizer step it be
 Who emits what: training.Session (run_started, progress, step, eval, checkpoint, paused, resumed,
 run_finished), telemetry.monitor.Telemetry (spectra, importance, decomposition, progress), and a
 variant's `telemetry_events`/`apply` (AdaLoRA: ranks, importance; LoRA-drop: ranks, importance).
-Readers: ui.history.RunHistory (the charts), ui.main_window (the log and the status bar), the CLI's
+Readers: ui.history.RunHistory (the charts), ui.run_session (the log and the status bar), the CLI's
 progress printer, gallery.Gallery (telemetry.json) and training.metrics_from_events.
 
 Fields may be None when a value was not finite (events are JSON-safe: NaN becomes null). A kind
