@@ -13,7 +13,7 @@ Who emits what: training.Session (run_started, progress, step, eval, checkpoint,
 run_finished), telemetry.monitor.Telemetry (spectra, importance, decomposition, progress), and a
 variant's `telemetry_events` or its `build` through `ctx.emit` (AdaLoRA: ranks, importance; LoRA-drop:
 ranks, importance). A run the window finds killed is shown as "interrupted", a state no event carries.
-Readers: ui.history.RunHistory (the charts), ui.main_window (the log and the status bar), the CLI's
+Readers: ui.history.RunHistory (the charts), ui.run_session (the log and the status bar), the CLI's
 progress printer, gallery.Gallery (telemetry.json) and training.metrics_from_events.
 
 Fields may be None when a value was not finite (events are JSON-safe: NaN becomes null). A kind

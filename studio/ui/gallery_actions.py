@@ -5,8 +5,8 @@ open folder — their dialogs, and the one background job the gallery runs at a 
     controller = GalleryController(window)  # owns the GalleryView (gallery_view.py), actions, dialogs
     controller.build_menu(menu_bar.addMenu("&Gallery"))
 
-It asks the window for what a person decides (`window.confirm`, `window._ask_directory`,
-`window._ask_text`), and itself for what only exports ask (`ask_export_folder`, `ask_replace`),
+It asks the window's prompts for what a person decides (`window.prompts.confirm`, `ask_directory`,
+`ask_text`: prompts.py), and itself for what only exports ask (`ask_export_folder`, `ask_replace`),
 so tests replace those instead of driving modal dialogs. Everything that touches tensors (export,
 combine, resize, the playground) or copies an adapter (import) runs in a BackgroundJob with a
 progress bar and a Cancel button; studio.core.export imports torch inside its functions, on the
@@ -59,8 +59,8 @@ def export_plan(path: str | Path) -> str:
 class GalleryController(QObject):
     """The gallery's actions (menu, context menu), its dialogs and its one background job.
 
-    It asks the window for what a person decides (`window.confirm`, `window._ask_directory`,
-    `window._ask_text`) and itself for an export's folder (`ask_export_folder`, `ask_replace`),
+    It asks the window's prompts for what a person decides (`window.prompts.confirm`, `ask_directory`,
+    `ask_text`) and itself for an export's folder (`ask_export_folder`, `ask_replace`),
     so tests replace those instead of driving modal dialogs, and reports through
     `window.show_error` (one line in the banner), `window.log`, the status bar and, for a
     finished export, a message box that is not modal (`show_export_done`)."""
@@ -229,7 +229,7 @@ class GalleryController(QObject):
         return entry
 
     def import_adapter(self) -> None:
-        folder = self.window._ask_directory("Import a PEFT adapter folder (adapter_config.json + safetensors)")
+        folder = self.window.prompts.ask_directory("Import a PEFT adapter folder (adapter_config.json + safetensors)")
         if not folder:
             return
         gallery = self.view.gallery
@@ -339,7 +339,7 @@ class GalleryController(QObject):
         box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         open_button = box.addButton("Open folder", QMessageBox.ButtonRole.ActionRole)
         open_button.setObjectName("exportOpenFolderButton")
-        open_button.clicked.connect(lambda: self.window._open_url(QUrl.fromLocalFile(str(folder))))
+        open_button.clicked.connect(lambda: self.window.prompts.open_url(QUrl.fromLocalFile(str(folder))))
         box.setDefaultButton(open_button)
         box.destroyed.connect(lambda *_: self._forget_done_box(box))
         self.export_done_box = box
@@ -416,7 +416,7 @@ class GalleryController(QObject):
         entry = self._selected()
         if entry is None:
             return
-        new = self.window._ask_text("Rename adapter", f"New name for {entry.name}:", entry.name)
+        new = self.window.prompts.ask_text("Rename adapter", f"New name for {entry.name}:", entry.name)
         if new is None or not str(new).strip() or str(new).strip() == entry.name:
             return
         if self.playground is not None:
@@ -437,7 +437,7 @@ class GalleryController(QObject):
         entry = self._selected()
         if entry is None:
             return
-        if not self.window.confirm("Delete adapter",
+        if not self.window.prompts.confirm("Delete adapter",
                                    f"Delete {entry.name} ({human_size(Card.of(entry).size_bytes)}) from the "
                                    "gallery? Its folder is removed; this cannot be undone."):
             return
@@ -459,7 +459,7 @@ class GalleryController(QObject):
     def open_folder(self) -> None:
         entry = self._selected()
         if entry is not None:
-            self.window._open_url(QUrl.fromLocalFile(str(entry.path)))
+            self.window.prompts.open_url(QUrl.fromLocalFile(str(entry.path)))
 
     def open_playground(self) -> None:
 

@@ -223,8 +223,8 @@ def test_export_writes_the_folder_picked_asking_before_it_replaces_one(make_wind
     controller.ask_export_folder = lambda caption, suggested: picked.append(suggested) or str(target)
     answer = {"replace": False}
     controller.ask_replace = lambda folder, what, name: asked.append(Path(folder)) or answer["replace"]
-    window._open_url = opened.append
-    window._ask_directory = lambda caption: ""    # the picker of existing folders cannot make a new one
+    window.prompts.open_url = opened.append
+    window.prompts.ask_directory = lambda caption: ""    # the picker of existing folders cannot make a new one
 
     # a folder that does not exist is made, with the merged model in it (no subfolder)
     with qtbot.waitSignal(controller.job_finished, timeout=JOB_TIMEOUT) as blocker:

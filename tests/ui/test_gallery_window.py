@@ -250,14 +250,14 @@ def test_rename_and_delete_change_the_store(make_window, fakes, qtbot):
     window = make_window()
     view = window.gallery_view
     view.select("chat-r4")
-    window._ask_text = lambda title, label, text: "chat small"
+    window.prompts.ask_text = lambda title, label, text: "chat small"
     window.findChild(object, "renameAction").trigger()
     assert "chat small" in [e.name for e in fakes.entries()] and "chat-r4" not in [e.name for e in fakes.entries()]
     assert view.selected_name() == "chat small"
     assert not window.banner.isVisible()
 
     # a bad name: one line in the banner, nothing changed
-    window._ask_text = lambda title, label, text: "../escape"
+    window.prompts.ask_text = lambda title, label, text: "../escape"
     window.findChild(object, "renameAction").trigger()
     banner = window.findChild(QLabel, "errorBanner")
     assert banner.isVisible() and "not a path" in banner.text() and "\n" not in banner.text()
@@ -267,11 +267,11 @@ def test_rename_and_delete_change_the_store(make_window, fakes, qtbot):
 
     # delete: refused when not confirmed, done when confirmed
     asked = []
-    window.confirm = lambda title, text: asked.append(text) or False
+    window.prompts.confirm = lambda title, text: asked.append(text) or False
     window.findChild(object, "deleteAction").trigger()
     assert asked and "chat small" in asked[0]
     assert "chat small" in [e.name for e in fakes.entries()]
-    window.confirm = lambda title, text: True
+    window.prompts.confirm = lambda title, text: True
     window.findChild(object, "deleteAction").trigger()
     assert "chat small" not in [e.name for e in fakes.entries()]
     assert "chat small" not in view.visible_names() and view.selected_name() == ""
@@ -279,7 +279,7 @@ def test_rename_and_delete_change_the_store(make_window, fakes, qtbot):
 
     # the folder opens in the file manager
     opened = []
-    window._open_url = opened.append
+    window.prompts.open_url = opened.append
     view.select("chat-lora")
     window.findChild(object, "openFolderAction").trigger()
     assert [u.toLocalFile() for u in opened] == [str(fakes.root / "chat-lora")]
@@ -449,12 +449,12 @@ def test_import_adapter_folder(make_window, gallery, real_adapter, qtbot, tmp_pa
     folder = tmp_path / "made-elsewhere"
     shutil.copytree(real_adapter, folder)
     (folder / "telemetry.json").unlink(missing_ok=True)
-    window._ask_directory = lambda caption: str(folder)
+    window.prompts.ask_directory = lambda caption: str(folder)
     outcome, entry = job(qtbot, window, window.findChild(object, "importAdapterAction").trigger)
     assert outcome == "ok", entry
     assert window.gallery_view.selected_name() == "made-elsewhere"
     assert gallery.get("made-elsewhere").variant == "lora"
-    window._ask_directory = lambda caption: str(tmp_path)            # no adapter in it
+    window.prompts.ask_directory = lambda caption: str(tmp_path)            # no adapter in it
     outcome, message = job(qtbot, window, window.findChild(object, "importAdapterAction").trigger)
     assert outcome == "failed" and "adapter_config.json" in window.banner.text()
 

@@ -402,12 +402,12 @@ def test_closing_during_a_run_asks_then_stops_cleanly(make_window, qtbot, tiny_l
                                       tiny_config(tiny_llama, tmp_path / "runs", max_steps=2000, save_every=0,
                                                   eval_every=0)))
     asked = []
-    window.confirm = lambda title, text: asked.append(title) or False
+    window.prompts.confirm = lambda title, text: asked.append(title) or False
     ready(qtbot, window).click()
     qtbot.waitUntil(lambda: len(window.history.steps) >= 2, timeout=RUN_TIMEOUT)
     window.close()
     assert asked and window.isVisible() and window.controller.is_running   # "no": keeps training
-    window.confirm = lambda title, text: asked.append(title) or True
+    window.prompts.confirm = lambda title, text: asked.append(title) or True
     with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT) as blocker:
         window.close()
     assert blocker.args[0]["status"] == "stopped"
@@ -435,7 +435,7 @@ def test_config_round_trip_through_the_window(make_window, qtbot, tiny_llama, tm
     assert window.raw_config()["variant"]["lr_ratio"] == 4.0
     window.findChild(QLineEdit, "train_learning_rate").setText("3e-4")
     target = tmp_path / "saved.toml"
-    window._ask_save_file = lambda caption, flt: str(target)
+    window.prompts.ask_save_file = lambda caption, flt: str(target)
     assert window.save_config_as()
     saved = RunConfig.from_toml(target)
     assert saved.train.learning_rate == 3e-4 and saved.variant["lr_ratio"] == 4.0
@@ -624,14 +624,14 @@ def test_status_texts_follow_the_run_state(make_window):
     import time as _time
 
     window = make_window()
-    window._on_controller_state("paused")
+    window.session.on_controller_state("paused")
     assert window.statusBar().currentMessage().startswith("Paused")
-    window._on_controller_state("running")
+    window.session.on_controller_state("running")
     assert window.statusBar().currentMessage() == ""
     # a run that has ended (no run going on) shows no ETA, whatever its last step said
-    window._status.update(step=3, total=6, first_step=0)
-    window._run_started_at = _time.monotonic() - 30
-    window._update_status_bar()
+    window.session.status.update(step=3, total=6, first_step=0)
+    window.session.run_started_at = _time.monotonic() - 30
+    window.session.update_status_bar()
     assert window.status_labels["eta"].text() == "ETA –"
 
 
@@ -706,10 +706,10 @@ def test_long_texts_never_widen_the_window_and_every_status_follows_the_run(make
     assert summary.is_elided() and summary.toolTip() == summary.full_text()   # shortened; whole in the tooltip
 
     qtbot.mouseClick(window.pause_button, Qt.MouseButton.LeftButton)
-    window._on_repaint_timer()
+    window.session.repaint()
     assert "running" not in header(), header()                        # pausing: not "running" any more
     qtbot.waitUntil(lambda: window.history.status.get("state") == "paused", timeout=RUN_TIMEOUT)
-    window._on_repaint_timer()
+    window.session.repaint()
     assert "paused" in window.run_title.text() and "paused" in window.charts.status_label.full_text()
     qtbot.mouseClick(window.pause_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: window.history.status.get("state") == "running", timeout=RUN_TIMEOUT)
@@ -733,7 +733,7 @@ def test_long_texts_never_widen_the_window_and_every_status_follows_the_run(make
     (stopped_dir / "config.toml").write_text(cfg)
     with qtbot.waitSignal(window.run_finished, timeout=RUN_TIMEOUT) as blocker:
         qtbot.mouseClick(window.resume_button, Qt.MouseButton.LeftButton)
-        window._on_repaint_timer()
+        window.session.repaint()
         assert "stopped" not in header(), header()                    # loading the resumed run
         _fits_1280(window, qtbot, "while a resume loads")
     assert blocker.args[0]["status"] == "completed", blocker.args[0]
