@@ -42,6 +42,7 @@ def written(tiny_llama, tmp_path_factory) -> list[dict]:
     def sink(event):
         if event["type"] == "step" and event["step"] == 1:
             control.pause()
+        if event["type"] == "paused":     # resumed once the pause took effect, whatever a step takes
             threading.Timer(0.2, control.resume).start()
         if event["type"] == "step" and event["step"] == 3:
             control.stop()
