@@ -28,7 +28,7 @@ class Playground:
     def load(self, progress=None, should_stop=None) -> "Playground":
         import torch
 
-        from .training import pick_device
+        from .devices import pick_device
 
         torch.manual_seed(0)   # a classifier's base head is random: the same one every time
         report = Reporter(progress, should_stop)

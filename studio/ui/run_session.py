@@ -117,7 +117,7 @@ class RunSession(QObject):
 
     def resume_run(self, run_dir: str | Path | None = None) -> bool:
         """Continue a stopped, failed or interrupted run from its last checkpoint."""
-        from studio.core.training import last_checkpoint
+        from studio.core.runfolder import last_checkpoint
 
         w = self.window
         run_dir = Path(run_dir) if run_dir else self.run_dir
@@ -344,7 +344,7 @@ class RunSession(QObject):
             self.window.show_error(f"this run is still being written by process {pid}: its charts are as of now")
             return
         self.history.status["state"] = "interrupted"
-        from studio.core.training import last_checkpoint   # a complete one (no torch imported)
+        from studio.core.runfolder import last_checkpoint   # a complete one (no torch imported)
 
         checkpoint = last_checkpoint(path)
         step = self.history.status.get("step", 0)
@@ -418,7 +418,7 @@ class RunSession(QObject):
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    from studio.core.training import last_checkpoint
+    from studio.core.runfolder import last_checkpoint
 
     return last_checkpoint(run_dir) is not None
 
