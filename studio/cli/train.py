@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from studio.cli.common import BAD_INPUT, FAILED, INTERRUPTED, error_line, print_json
+from studio.core.units import hms
 from studio.core.events import describe
 from studio.core.telemetry.monitor import RELATIVE_UPDATE
 
@@ -100,7 +101,7 @@ class ProgressSink:
         elapsed = now - (self.start or now)
         eta = elapsed / step * (self.total - step) if step and self.total else 0.0
         loss = f"{self.loss:.4f}" if isinstance(self.loss, (int, float)) else "-"
-        text = f"step {step}/{self.total} loss {loss} elapsed {_hms(elapsed)} ETA {_hms(eta)}"
+        text = f"step {step}/{self.total} loss {loss} elapsed {hms(elapsed)} ETA {hms(eta)}"
         if self.tty:
             width = 24
             done = int(width * step / self.total) if self.total else 0
@@ -144,13 +145,6 @@ def telemetry_summary(spectra: dict | None, relative: dict | None, ranks: dict |
         lines.append(f"telemetry: {tele_s:.2f} s during training ({100 * tele_s / train_s:.2f}% of "
                      f"{train_s:.1f} s), {finished.get('final_telemetry_s') or 0:.2f} s at the end")
     return lines
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def cmd_train(args) -> int:

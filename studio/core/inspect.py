@@ -169,11 +169,11 @@ def _describe_folder(folder: Path) -> dict:
            "layers": pick(_LAYER_KEYS), "hidden_size": pick(_HIDDEN_KEYS), "vocab_size": pick(("vocab_size",)),
            "max_positions": pick(_POSITION_KEYS), "is_encoder_decoder": bool(config.get("is_encoder_decoder")),
            "warnings": []}
-    shards = _safetensors_files(folder)
+    shards = safetensors_files(folder)
     if shards:
         params, sizes, dtypes = 0, 0, {}
         for f in shards:
-            header = _safetensors_header(f)
+            header = safetensors_header(f)
             for name, meta in header.items():
                 if name == "__metadata__" or not isinstance(meta, dict):
                     continue
@@ -208,12 +208,12 @@ def _read_json(path: Path, what: str):
         raise ModelError(f"model.source: {path}: cannot read {what} ({e.strerror})") from None
 
 
-def _safetensors_files(folder: Path) -> list[Path]:
+def safetensors_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         data = _read_json(index, "the safetensors index")
         names = sorted(set((data.get("weight_map") or {}).values())) if isinstance(data, dict) else []
-        missing = [n for n in names if not (folder / n).exists()]   # a pipe or folder: _safetensors_header says so
+        missing = [n for n in names if not (folder / n).exists()]   # a pipe or folder: safetensors_header says so
         if missing:
             raise ModelError(f"model.source: {folder}: shard {missing[0]} named in model.safetensors.index.json "
                              f"is missing ({len(missing)} of {len(names)} shards missing)")
@@ -222,7 +222,7 @@ def _safetensors_files(folder: Path) -> list[Path]:
     return [f for f in sorted(folder.glob("*.safetensors")) if not f.name.startswith("adapter_model")]
 
 
-def _safetensors_header(path: Path) -> dict:
+def safetensors_header(path: Path) -> dict:
     """The JSON header of a safetensors file: 8 bytes of little-endian length, then the JSON.
     The file is validated by safetensors first (a truncated copy fails here, not at training)."""
     check_safetensors(path, ModelError, "model.source")

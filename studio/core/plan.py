@@ -113,16 +113,16 @@ class Shapes:
 
 def model_shapes(source: str, config_source: str = "") -> Shapes:
     """Tensor names and shapes, and config.json, of a model source, from headers only."""
-    from .inspect import _safetensors_files, _safetensors_header, describe_model, read_gguf_header
+    from .inspect import safetensors_files, safetensors_header, describe_model, read_gguf_header
 
     info = describe_model(source, config_source=config_source)
     folder = info.get("resolves_to")
-    if folder and Path(folder, "config.json").is_file() and _safetensors_files(Path(folder)):
+    if folder and Path(folder, "config.json").is_file() and safetensors_files(Path(folder)):
         config = json.loads(Path(folder, "config.json").read_text(encoding="utf-8"))
         tensors = []
         file_bytes, itemsizes = 0, {}
-        for f in _safetensors_files(Path(folder)):
-            for name, meta in _safetensors_header(f).items():
+        for f in safetensors_files(Path(folder)):
+            for name, meta in safetensors_header(f).items():
                 if name != "__metadata__" and isinstance(meta, dict):
                     shape = tuple(int(d) for d in meta.get("shape", []))
                     tensors.append((name, shape))

@@ -20,6 +20,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QProgressBar, QPushButton, QStatusBar
 
+from studio.core.units import hms
 from studio.core import runlock
 from studio.core.config import RunConfig
 from studio.core.errors import StudioError
@@ -421,13 +422,6 @@ def _has_checkpoint(run_dir: Path) -> bool:
     from studio.core.runfolder import last_checkpoint
 
     return last_checkpoint(run_dir) is not None
-
-
-def hms(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def status_from_history(history: RunHistory) -> dict:
