@@ -58,12 +58,17 @@ def shortcuts_dialog(window: QWidget) -> QDialog:
             table.setItem(i, j, QTableWidgetItem(text))
     table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
     table.resizeColumnsToContents()
+    return _shown_with_close(dialog, table, 520, 480)
+
+
+def _shown_with_close(dialog: QDialog, content: QWidget, width: int, height: int) -> QDialog:
+    """`content` above a Close button, shown non-modal at width × height."""
     buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dialog)
     buttons.rejected.connect(dialog.close)
     layout = QVBoxLayout(dialog)
-    layout.addWidget(table)
+    layout.addWidget(content)
     layout.addWidget(buttons)
-    dialog.resize(520, 480)
+    dialog.resize(width, height)
     dialog.show()
     return dialog
 
@@ -92,14 +97,7 @@ def docs_dialog(window: QWidget) -> QDialog:
         view.setMarkdown(re.sub(r"\]\((?!https?:|#)[^)]*\)", "]()", text))
     else:
         view.setPlainText("The documentation (README.md) is not installed with this copy of LoRA Studio.")
-    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dialog)
-    buttons.rejected.connect(dialog.close)
-    layout = QVBoxLayout(dialog)
-    layout.addWidget(view)
-    layout.addWidget(buttons)
-    dialog.resize(820, 700)
-    dialog.show()
-    return dialog
+    return _shown_with_close(dialog, view, 820, 700)
 
 
 def about_box(window: QWidget) -> QMessageBox:
