@@ -25,7 +25,12 @@ class ElidedLabel(QElidingLabel):
         self.setText(text)
 
     def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        if text == getattr(self, "_text", None):   # the status bar sets the same texts ten times a second
+            return
         super().setText(text)
+        # the size asked for follows the whole text; QLabel re-asks its layout only when the shown
+        # (shortened) text changes, and a label laid out narrow shows "" before and after
+        self.updateGeometry()
         self._update_tip()
 
     def resizeEvent(self, event) -> None:  # noqa: N802

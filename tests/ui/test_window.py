@@ -818,3 +818,19 @@ def test_model_and_dataset_fields_show_the_start_of_their_text(make_window, tiny
     for edit in (model, data):
         assert len(edit.text()) > 20
         assert edit.cursorPosition() == 0 and edit.toolTip() == edit.text()
+
+
+def test_the_status_bar_shows_its_texts_at_launch(qtbot, settings):
+    """The status labels once got 12 px at launch and showed nothing: a label laid out narrow shows
+    "" before and after its text is set, so QLabel never asked its layout for more room."""
+    from studio.ui.main_window import MainWindow
+
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.show()
+    window.resize(1280, 800)
+    qtbot.waitExposed(window)
+    for key, label in window.status_labels.items():
+        qtbot.waitUntil(lambda label=label: label.shown_text() == label.full_text() != "", timeout=5_000)
+    window.model_panel.shutdown()
+    window.data_panel.shutdown()
