@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .datafiles import read_rows, type_name as _type_name
+from .datafiles import read_rows
 from .errors import DataError
+from .jsonrows import type_name as _type_name
 from .options import shown as _shown
 
 if TYPE_CHECKING:  # pragma: no cover

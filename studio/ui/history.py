@@ -1,4 +1,4 @@
-"""One run's events, accumulated into what the charts draw: RunHistory.
+"""One run's events folded into what the charts draw: RunHistory, with one handler per event kind.
 
 Pure Python + numpy, no Qt, so it is testable anywhere and cheap to feed from the GUI thread.
 The same events give the same arrays whether they arrive live from a worker or are read back
@@ -8,22 +8,21 @@ from a run folder's events.jsonl (a finished run re-opens exactly as it looked l
     history.steps, history.loss                # numpy views of the filled part of growing buffers
     changed = history.add(event)               # {"loss", "optimizer", ...}: which charts to redraw
 
-Step series live in buffers that double their capacity when full (pyqtgraph's
-examples/scrollingPlots.py), so a long run appends in amortised O(1) and a chart gets a view,
-not a copy.
+The arrays and snapshots it fills are runseries.py's (growing tables, so a long run appends in
+amortised O(1) and a chart gets a view, not a copy).
 """
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
 from studio.core.telemetry.events import read_events
+
+from .runseries import GrowingTable, ImportanceSnapshot, LayerRegistry, RankTable, SpectraSnapshot, as_float
 
 GROUPS = frozenset({"loss", "optimizer", "throughput", "spectra", "importance", "ranks", "decomposition",
                     "status"})
@@ -44,162 +43,7 @@ _EVENT_GROUPS = {
     "resumed": {"status"},
 }
 
-from studio.core.names import PEFT_PREFIX as _PEFT_PREFIX  # noqa: E402
-_LAYER_RE = re.compile(r"layers?\.(\d+)\.")
 _CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)$")
-
-
-def short_name(name: str) -> str:
-    """A module name for display: without PEFT's "base_model.model." wrapper prefix."""
-    return name[len(_PEFT_PREFIX):] if name.startswith(_PEFT_PREFIX) else name
-
-
-def module_type(name: str) -> str:
-    """The kind of module: the last component of its name (q_proj, down_proj, ...)."""
-    return name.rsplit(".", 1)[-1]
-
-
-def compact_name(name: str) -> str:
-    """An axis-tick label: "L3 q_proj" for ...layers.3.self_attn.q_proj, else the short name."""
-    found = _LAYER_RE.search(name)
-    if found:
-        return f"L{found.group(1)} {module_type(name)}"
-    return short_name(name)
-
-
-def layer_period(names: list[str]) -> int:
-    """How many modules one transformer layer has in `names` (model order): the length of the
-    first run of names with the same layer number; 1 when the names have none."""
-    numbers = [m.group(1) if (m := _LAYER_RE.search(n)) else None for n in names]
-    if not numbers or numbers[0] is None:
-        return 1
-    count = 0
-    while count < len(numbers) and numbers[count] == numbers[0]:
-        count += 1
-    return count
-
-
-def _number(value) -> float:
-    """An event value as a float; None (JSON's NaN/inf) and junk become NaN."""
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-class GrowingTable:
-    """Named float64 columns that grow by doubling their capacity; `column(name)` is a view of
-    the filled part. A column first seen late is back-filled with NaN."""
-
-    def __init__(self, columns: Iterable[str] = (), capacity: int = 256):
-        self._names: list[str] = list(columns)
-        self._index = {n: i for i, n in enumerate(self._names)}
-        self._data = np.full((max(len(self._names), 1), capacity), np.nan)
-        self._size = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    @property
-    def columns(self) -> list[str]:
-        return list(self._names)
-
-    def _add_column(self, name: str) -> int:
-        self._index[name] = len(self._names)
-        self._names.append(name)
-        if len(self._names) > self._data.shape[0]:
-            self._data = np.vstack([self._data, np.full((1, self._data.shape[1]), np.nan)])
-        return self._index[name]
-
-    def append(self, values: dict[str, float]) -> None:
-        if self._size == self._data.shape[1]:      # full: double, copy once
-            grown = np.full((self._data.shape[0], 2 * self._data.shape[1]), np.nan)
-            grown[:, :self._size] = self._data[:, :self._size]
-            self._data = grown
-        for name, value in values.items():
-            row = self._index.get(name)
-            if row is None:
-                row = self._add_column(name)
-            self._data[row, self._size] = value
-        self._size += 1
-
-    def column(self, name: str) -> np.ndarray:
-        row = self._index.get(name)
-        if row is None:
-            return np.full(self._size, np.nan)
-        return self._data[row, :self._size]
-
-    def truncate(self, size: int) -> None:
-        """Keep the first `size` rows (a resumed run replays the steps after its checkpoint)."""
-        size = max(0, min(size, self._size))
-        self._data[:, size:self._size] = np.nan
-        self._size = size
-
-
-@dataclass
-class SpectraSnapshot:
-    """One `spectra` event: per layer, the singular values of its update ΔW (descending) and the
-    ranks holding 90% / 99% of ‖ΔW‖². A layer whose update diverged has sv None."""
-
-    step: int
-    final: bool
-    layers: list[str]
-    sv: list[np.ndarray | None]
-    k90: np.ndarray              # int-valued float arrays; NaN where unknown (diverged)
-    k99: np.ndarray
-    stable_rank: np.ndarray
-    effective_rank: np.ndarray
-    fro_norm: np.ndarray
-    kinds: list[str | None]      # "exact", "direction" (DoRA's direction part), ...
-    magnitude: list[dict | None]  # DoRA's magnitude-vector stats, when given
-    cost_s: float = math.nan
-    postponed: int = 0
-
-    @property
-    def kind(self) -> str:
-        """The kind shared by all layers ("exact", "direction"), or "mixed"."""
-        kinds = {k for k in self.kinds if k}
-        if not kinds:
-            return "exact"
-        return kinds.pop() if len(kinds) == 1 else "mixed"
-
-    @property
-    def width(self) -> int:
-        """The longest spectrum (the heatmap's number of columns)."""
-        return max((len(s) for s in self.sv if s is not None), default=0)
-
-    def matrix(self) -> np.ndarray:
-        """layers × width σ matrix, NaN-padded (shorter spectra) and NaN rows (diverged layers)."""
-        out = np.full((len(self.layers), self.width), np.nan)
-        for i, values in enumerate(self.sv):
-            if values is not None and len(values):
-                out[i, :len(values)] = values
-        return out
-
-    def label(self) -> str:
-        return f"step {self.step}" + (" (final)" if self.final else "")
-
-
-@dataclass
-class ImportanceSnapshot:
-    """The latest `importance` event of one method: a value per layer."""
-
-    method: str
-    step: int
-    layers: list[str]
-    values: np.ndarray
-    kept: list[str] | None = None    # LoRA-drop's build-time selection
-    threshold: float | None = None
-    sample_rows: int | None = None
-
-
-@dataclass
-class _RankEntry:
-    step: int
-    layers: dict[str, float]
-    budget: float
 
 
 class RunHistory:
@@ -227,13 +71,11 @@ class RunHistory:
         self.shared: dict[str, list[str]] | None = None  # LoRA-drop: {group: layers sharing one pair}
         self.lora_drop_threshold: float | None = None
         self.target_budget: float | None = None         # AdaLoRA's final total rank
-        self._layers: list[str] = []                     # registry: index = layer id
-        self._layer_ids: dict[str, int] = {}
+        self._registry = LayerRegistry()                 # index = layer id
         self._steps = GrowingTable(["step", "loss", "lr", "grad_norm", "tokens_per_s", "epoch", "memory_mb"])
         self._evals = GrowingTable(["step", "eval_loss"], capacity=32)
         self._decomposition = GrowingTable(["layer", "step", "dM", "dD"], capacity=64)
-        self._ranks: list[_RankEntry] = []
-        self._rank_cache: tuple | None = None
+        self._ranks = RankTable()
 
     def __repr__(self) -> str:
         return f"RunHistory({self.name!r}, variant={self.variant!r}, steps={len(self._steps)})"
@@ -271,32 +113,22 @@ class RunHistory:
     def layers(self) -> list[str]:
         """Adapted module names in model order (run_started's adapted_layers, then any others
         in the order telemetry first named them)."""
-        return list(self._layers)
+        return self._registry.names
 
     def layer_index(self, name: str) -> int:
-        index = self._layer_ids.get(name)
-        if index is None:
-            index = self._layer_ids[name] = len(self._layers)
-            self._layers.append(name)
-        return index
+        return self._registry.index(name)
 
     def _ordered(self, names: Iterable[str]) -> list[str]:
-        names = list(names)
-        for n in names:
-            self.layer_index(n)
-        return sorted(names, key=self._layer_ids.__getitem__)
+        return self._registry.ordered(names)
 
     def _set_layer_order(self, names: list[str]) -> None:
         """Make `names` (model order) the registry's order, keeping ids stored so far valid."""
-        order = list(dict.fromkeys(list(names) + self._layers))
-        if order == self._layers:
+        remap = self._registry.set_order(names)
+        if remap is None:
             return
-        remap = np.array([order.index(n) for n in self._layers] or [0], dtype=float)
         column = self._decomposition.column("layer")
         if len(column):
             column[:] = remap[column.astype(int)]
-        self._layers = order
-        self._layer_ids = {n: i for i, n in enumerate(order)}
 
     # ---- step series -----------------------------------------------------------------------
 
@@ -370,17 +202,7 @@ class RunHistory:
         return self._rank_arrays()[3]
 
     def _rank_arrays(self):
-        if self._rank_cache is None:
-            layers = self._ordered({n for e in self._ranks for n in e.layers})
-            row = {n: i for i, n in enumerate(layers)}
-            matrix = np.full((len(layers), len(self._ranks)), np.nan)
-            for t, entry in enumerate(self._ranks):
-                for name, rank in entry.layers.items():
-                    matrix[row[name], t] = rank
-            steps = np.array([e.step for e in self._ranks], dtype=float)
-            budget = np.array([e.budget for e in self._ranks], dtype=float)
-            self._rank_cache = (steps, layers, matrix, budget)
-        return self._rank_cache
+        return self._ranks.arrays(self._registry.ordered)
 
     @property
     def decomposition_layer(self) -> np.ndarray:
@@ -436,9 +258,7 @@ class RunHistory:
         if any(s.step > step for s in self.spectra):
             self.spectra = [s for s in self.spectra if s.step <= step]
             changed.add("spectra")
-        if any(e.step > step for e in self._ranks):
-            self._ranks = [e for e in self._ranks if e.step <= step]
-            self._rank_cache = None
+        if self._ranks.drop_after(step):
             changed.add("ranks")
         dec_steps = self.decomposition_step
         if np.any(dec_steps > step):
@@ -452,10 +272,10 @@ class RunHistory:
         changed: set[str] = set()
         if len(self._steps) and step <= self.steps[-1]:     # a replay without a resumed_from we know
             self._steps.truncate(int(np.searchsorted(self.steps, step, side="left")))
-        self._steps.append({"step": step, "loss": _number(event.get("loss")), "lr": _number(event.get("lr")),
-                            "grad_norm": _number(event.get("grad_norm")),
-                            "tokens_per_s": _number(event.get("tokens_per_s")),
-                            "epoch": _number(event.get("epoch")), "memory_mb": _number(event.get("memory_mb"))})
+        self._steps.append({"step": step, "loss": as_float(event.get("loss")), "lr": as_float(event.get("lr")),
+                            "grad_norm": as_float(event.get("grad_norm")),
+                            "tokens_per_s": as_float(event.get("tokens_per_s")),
+                            "epoch": as_float(event.get("epoch")), "memory_mb": as_float(event.get("memory_mb"))})
         self.status["step"] = step
         if event.get("total_steps") is not None:
             self.status["total_steps"] = event["total_steps"]
@@ -475,7 +295,7 @@ class RunHistory:
         for key, value in event.items():
             if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")) \
                     and (value is None or isinstance(value, (int, float))) and not isinstance(value, bool):
-                row[key] = _number(value)
+                row[key] = as_float(value)
         self._evals.append(row)
         self.status["eval_loss"] = event.get("eval_loss")
 
@@ -492,14 +312,14 @@ class RunHistory:
                 magnitude.append(None)
                 continue
             values = entry.get("sv")
-            sv.append(None if values is None else np.array([_number(v) for v in values], dtype=float))
+            sv.append(None if values is None else np.array([as_float(v) for v in values], dtype=float))
             kinds.append(entry.get("kind"))
             magnitude.append(entry.get("magnitude"))
             for key, column in stats.items():
-                column[i] = _number(entry.get(key))
+                column[i] = as_float(entry.get(key))
         self.spectra.append(SpectraSnapshot(
             step=int(event.get("step", 0)), final=bool(event.get("final", False)), layers=layers, sv=sv,
-            kinds=kinds, magnitude=magnitude, cost_s=_number(event.get("cost_s")),
+            kinds=kinds, magnitude=magnitude, cost_s=as_float(event.get("cost_s")),
             postponed=int(event.get("postponed") or 0), **stats))
 
     def _add_importance(self, event: dict) -> set[str]:
@@ -509,7 +329,7 @@ class RunHistory:
         kept = event.get("kept")
         self.importance[method] = ImportanceSnapshot(
             method=method, step=int(event.get("step", 0)), layers=layers,
-            values=np.array([_number(raw[n]) for n in layers], dtype=float),
+            values=np.array([as_float(raw[n]) for n in layers], dtype=float),
             kept=list(kept) if kept is not None else None, threshold=event.get("threshold"),
             sample_rows=event.get("sample_rows"))
         if kept is not None:
@@ -521,9 +341,8 @@ class RunHistory:
     def _add_ranks(self, event: dict) -> set[str]:
         raw = event.get("layers") or {}
         self._ordered(raw)
-        self._ranks.append(_RankEntry(int(event.get("step", 0)), {n: _number(v) for n, v in raw.items()},
-                                      _number(event.get("budget"))))
-        self._rank_cache = None
+        self._ranks.append(int(event.get("step", 0)), {n: as_float(v) for n, v in raw.items()},
+                           as_float(event.get("budget")))
         if event.get("target_budget") is not None:
             self.target_budget = float(event["target_budget"])
         changed: set[str] = set()
@@ -543,8 +362,8 @@ class RunHistory:
             entry = raw[name]
             if not isinstance(entry, dict):
                 continue
-            self._decomposition.append({"layer": self._layer_ids[name], "step": step,
-                                        "dM": _number(entry.get("dM")), "dD": _number(entry.get("dD"))})
+            self._decomposition.append({"layer": self._registry.index(name), "step": step,
+                                        "dM": as_float(entry.get("dM")), "dD": as_float(entry.get("dD"))})
 
     def _add_run_finished(self, event: dict) -> None:
         self.status["state"] = event.get("status") or "completed"

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import ROOT
 from studio.cli import main
-from studio.core import datafiles
+from studio.core import jsoncheck
 from studio.core.datafiles import read_rows
 from studio.core.errors import DataError, ModelError
 from studio.core.inspect import describe_model
@@ -252,12 +252,12 @@ def test_error_deep_in_a_large_jsonl_names_its_line(tmp_path, line, message):
 
 def test_line_breaks_split_between_chunks():
     chunks = ["a\r", "\nb\r", "\r\n", "\nc", "d\n"]
-    assert list(datafiles._lines("x", chunks)) == [(1, "a"), (2, "b"), (3, ""), (4, ""), (5, "cd")]
+    assert list(jsoncheck.numbered_lines("x", chunks)) == [(1, "a"), (2, "b"), (3, ""), (4, ""), (5, "cd")]
 
 
 def test_json_too_large_to_parse_whole_is_refused(tmp_path, monkeypatch):
     """Only what must be parsed whole is refused for its size: a JSON array, one enormous line."""
-    monkeypatch.setattr(datafiles, "_available_memory", lambda: 8 * MB)  # 2 MB parsed whole at most
+    monkeypatch.setattr(jsoncheck, "_available_memory", lambda: 8 * MB)  # 2 MB parsed whole at most
     rows = [f'{{"text": "row {i} {"x" * 80}"}}' for i in range(30_000)]  # 3 MB
     array = tmp_path / "rows.json"
     array.write_text("[" + ",\n".join(rows) + "]", encoding="utf-8")

@@ -21,7 +21,8 @@ from studio.ui.charts import (DecompositionChart, ImportanceChart, LossChart, Op
 from studio.ui.charts.common import DOWNSAMPLE_BINS, CategoryAxisItem, ema
 from studio.ui.charts.spectrum import log10_sigma
 from studio.ui.charts_panel import TABS, ChartsPanel
-from studio.ui.history import RunHistory, short_name
+from studio.ui.history import RunHistory
+from studio.ui.layernames import short_name
 
 
 LAYERS = [f"model.layers.{i}.{part}" for i in range(2)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from background_run import finish_run, start_run, stop_run
-from studio.ui.history import (GROUPS, GrowingTable, RunHistory, compact_name, layer_period, module_type,
-                                short_name)
+from studio.ui.history import GROUPS, RunHistory
+from studio.ui.layernames import compact_name, layer_period, module_type, short_name
+from studio.ui.runseries import GrowingTable
 
 
 LAYERS = [f"model.layers.{i}.self_attn.{t}" for i in range(2) for t in ("q_proj", "v_proj")]

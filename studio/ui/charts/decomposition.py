@@ -15,7 +15,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel, QWidget
 
-from ..history import short_name
+from ..layernames import short_name
 from .common import ChartWidget, colormap, fmt
 
 COLOUR_MODES = {"layer": "Colour by layer", "step": "Colour by step"}

@@ -20,7 +20,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QComboBox, QLabel, QSizePolicy, QWidget
 
-from ..history import ImportanceSnapshot, compact_name, layer_period, module_type, short_name
+from ..layernames import compact_name, layer_period, module_type, short_name
+from ..runseries import ImportanceSnapshot
 from .common import SHARED_COLOUR, CategoryAxisItem, ChartWidget, fmt, type_colours
 
 SORT_MODES = {"layer": "Layer order", "type": "By module type", "value": "By value"}

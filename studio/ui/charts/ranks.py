@@ -16,7 +16,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QWidget
 
-from ..history import compact_name, layer_period, short_name
+from ..layernames import compact_name, layer_period, short_name
 from .common import SERIES_COLOURS, CategoryAxisItem, ChartWidget, colormap, fmt
 
 

@@ -7,7 +7,7 @@ through every `spectra` snapshot of the run (the latest by default, and it follo
 it is at the end). Diverged layers are empty rows, shorter spectra are padded, and DoRA's
 "direction" spectra say so in the titles.
 
-    chart.set_snapshots(history.spectra)         # SpectraSnapshot list (studio.ui.history)
+    chart.set_snapshots(history.spectra)         # SpectraSnapshot list (studio.ui.runseries)
     chart.heatmap_image.image                    # (σ index, layer): log10 σ, NaN where none
     chart.spectrum_curve.getOriginalDataset()    # (1..n, σ) of the selected layer
     chart.k90_line.value(), chart.k99_line.value()
@@ -22,7 +22,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QComboBox, QLabel, QSlider, QWidget
 
-from ..history import SpectraSnapshot, compact_name, layer_period, short_name
+from ..layernames import compact_name, layer_period, short_name
+from ..runseries import SpectraSnapshot
 from .common import SERIES_COLOURS, CategoryAxisItem, ChartWidget, IntegerAxisItem, colormap, fmt
 
 _KIND_TEXT = {"exact": "ΔW", "direction": "ΔW's direction part (DoRA)"}
