@@ -29,10 +29,14 @@ from PySide6.QtWidgets import QDialog, QMenu, QMessageBox
 
 from studio.core.errors import StudioError
 from studio.core.gallery import Entry
+from studio.core.modelcache import human_size
 
-from .gallery_dialogs import CombineDialog, ExportFolderDialog, ResizeDialog
-from .gallery_view import Card, GalleryView, human_size
+from .combine_dialog import CombineDialog
+from .export_dialog import ExportFolderDialog
+from .gallery_cards import Card
+from .gallery_view import GalleryView
 from .playground import PlaygroundDialog
+from .resize_dialog import ResizeDialog
 from .worker import BackgroundJob
 
 

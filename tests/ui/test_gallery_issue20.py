@@ -142,7 +142,8 @@ def job(qtbot, window, trigger, timeout=JOB_TIMEOUT) -> tuple[str, object]:
 # -- A: the gallery's width ----------------------------------------------------------------------
 
 def test_the_gallery_asks_for_a_readable_width_and_stays_narrow_at_its_minimum(gallery, tmp_path, qtbot):
-    from studio.ui.gallery_view import PREFERRED_WIDTH, SORTS
+    from studio.ui.gallery_cards import SORTS
+    from studio.ui.gallery_view import PREFERRED_WIDTH
 
     long_name = "chat-lora-with-a-rather-long-name"
     add_entry(gallery, tmp_path, long_name, {"run": "/runs/x"})
@@ -178,7 +179,7 @@ def test_the_gallery_asks_for_a_readable_width_and_stays_narrow_at_its_minimum(g
 
 
 def test_a_card_name_takes_the_first_line_and_its_tooltip_holds_it_whole(gallery, tmp_path, qtbot):
-    from studio.ui.gallery_view import CardDelegate
+    from studio.ui.gallery_card_delegate import CardDelegate
 
     long_name = "an-adapter-whose-name-is-long-enough-to-be-elided"
     add_entry(gallery, tmp_path, long_name)
@@ -276,7 +277,7 @@ def test_export_writes_the_folder_picked_asking_before_it_replaces_one(make_wind
 
 def test_the_export_dialogs_take_a_new_folder_and_ask_replace_or_cancel(make_window, gallery, real_adapter,
                                                                         qtbot, tmp_path):
-    from studio.ui.gallery_dialogs import ExportFolderDialog
+    from studio.ui.export_dialog import ExportFolderDialog
 
     window = make_window()
     controller = window.gallery
@@ -328,7 +329,7 @@ def test_the_export_dialogs_take_a_new_folder_and_ask_replace_or_cancel(make_win
 # -- C: the Resize dialog's rank and its curve agree ----------------------------------------------
 
 def test_resize_states_the_rank_its_curve_runs_to(gallery, adalora_adapter, qtbot):
-    from studio.ui.gallery_dialogs import ResizeDialog
+    from studio.ui.resize_dialog import ResizeDialog
 
     shutil.copytree(adalora_adapter, gallery.root / "ada")
     entry = gallery.get("ada")

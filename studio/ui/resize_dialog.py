@@ -1,265 +1,26 @@
-"""The gallery's dialogs: CombineDialog (several adapters on one base model into a new one),
-ResizeDialog (truncate an adapter to a lower rank, chosen on its energy curve) and
-ExportFolderDialog (the folder an export writes, an existing one or a new name).
-
-The first two only collect a choice; the controller (gallery_actions.GalleryController) runs the
-combine or resize itself in a BackgroundJob. What the engine can check cheaply (studio.core.export's
-combine_problem, gallery names) is checked live and keeps OK disabled with the reason shown; the
-energy curve, which needs the adapter's tensors, is computed in the dialog's own BackgroundJob.
+"""The gallery's Resize dialog (ResizeDialog): measure how much of an adapter's update each rank
+keeps (the energy curve, in the dialog's own BackgroundJob), then pick a lower rank, or the share
+to keep, on that curve. It only collects the choice; the controller runs the resize.
 """
 
 from __future__ import annotations
 
 from html import escape
-from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QComboBox, QDialog, QDialogButtonBox,
-                               QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
-                               QLineEdit, QProgressBar, QRadioButton, QSlider, QSpinBox, QStackedWidget,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QDoubleSpinBox, QGridLayout, QHBoxLayout,
+                               QLabel, QLineEdit, QProgressBar, QRadioButton, QSlider, QSpinBox, QStackedWidget,
+                               QVBoxLayout, QWidget)
 
 from studio.core.errors import StudioError
-from studio.core.gallery import Entry, Gallery, check_name
+from studio.core.gallery import Entry, Gallery
+from studio.core.modelcache import human_size
 
 from .charts.common import SERIES_COLOURS
-from .forms import ERROR_STYLE
-from .gallery_view import human_size, muted, short_base
+from .gallery_dialog_parts import dialog_buttons, entry_size, export_engine, name_problem, problem_label
 from .worker import BackgroundJob
-
-# what each combination method does, for the method combo's tooltips and the note under it
-METHOD_HELP = {
-    "linear": "Weighted sum of the low-rank factors A and B; every adapter must have the same rank. "
-              "Fast, and exact only for one adapter.",
-    "svd": "Weighted sum of the full updates ΔW, brought back to a low rank by SVD. Exact up to the "
-           "truncation; the slowest.",
-    "cat": "Stacks the factors side by side: exactly the weighted sum of the updates, with a rank "
-           "that is the sum of the ranks.",
-    "ties": "TIES-merging: keep each update's largest `density` share, elect one sign per weight, "
-            "average what agrees. Reduces interference between tasks.",
-    "dare_linear": "DARE: drop a random (1 − density) of each update and rescale the rest, then sum.",
-    "dare_ties": "DARE's random drop and rescale, then TIES's sign election.",
-    "magnitude_prune": "Keep the largest `density` share of each update by magnitude, then sum.",
-}
-
-
-def _engine():
-    """studio.core.export (its functions import torch when called, not at import)."""
-    from studio.core import export
-
-    return export
-
-
-def name_problem(gallery: Gallery, name: str) -> str | None:
-    """Why `name` cannot be a new gallery entry's name, or None."""
-    try:
-        check_name(name)
-    except StudioError as e:
-        return str(e)
-    if (gallery.root / name).exists():
-        return f"an adapter named {name!r} already exists"
-    return None
-
-
-def _buttons(ok_name: str, ok_text: str) -> QDialogButtonBox:
-    box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-    ok = box.button(QDialogButtonBox.StandardButton.Ok)
-    ok.setObjectName(ok_name)
-    ok.setText(ok_text)
-    box.button(QDialogButtonBox.StandardButton.Cancel).setObjectName(ok_name.replace("Ok", "Cancel"))
-    return box
-
-
-def _problem_label(name: str) -> QLabel:
-    label = QLabel()
-    label.setObjectName(name)
-    label.setWordWrap(True)
-    label.setStyleSheet(ERROR_STYLE)
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    return label
-
-
-class CombineDialog(QDialog):
-    """Tick the adapters to combine (the selected one and those on the same base model), give
-    each a weight, pick the method (and density where it uses one) and a name."""
-
-    problem_changed = Signal(str)
-
-    def __init__(self, entry: Entry, compatible: list[Entry], gallery: Gallery, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName("combineDialog")
-        self.setWindowTitle(f"Combine adapters — {entry.name}")
-        self.gallery = gallery
-        self.entries = [entry] + [e for e in compatible if e.name != entry.name]
-        self._name_edited = False     # once the person types a name, it is no longer made up for them
-        self._default = ""
-        engine = _engine()
-        methods = list(engine.COMBINE_METHODS)
-        self.density_methods = set(engine.DENSITY_METHODS)
-
-        head = QLabel(f"Combine <b>{entry.name}</b> with other adapters on the same base model "
-                      f"(<i>{short_base(entry.base_model)}</i>, {entry.task}) into a new gallery entry. "
-                      "A negative weight subtracts an adapter's effect.")
-        head.setWordWrap(True)
-        head.setTextFormat(Qt.TextFormat.RichText)
-        self.table = QTableWidget(len(self.entries), 3)
-        self.table.setObjectName("combineTable")
-        self.table.setAccessibleName("Adapters to combine")
-        self.table.setHorizontalHeaderLabels(["Adapter", "Variant · rank · size", "Weight"])
-        self.table.verticalHeader().hide()
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
-        self.weight_spins: dict[str, QDoubleSpinBox] = {}
-        self.check_items: dict[str, QTableWidgetItem] = {}
-        for row, e in enumerate(self.entries):
-            item = QTableWidgetItem(e.name)
-            item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if row == 0 else Qt.CheckState.Unchecked)
-            item.setToolTip(e.base_model)
-            self.table.setItem(row, 0, item)
-            about = QTableWidgetItem(" · ".join([e.variant] + ([f"r {e.rank}"] if e.rank else [])
-                                                + [human_size(_size(e))]))
-            about.setFlags(Qt.ItemFlag.ItemIsEnabled)
-            self.table.setItem(row, 1, about)
-            spin = QDoubleSpinBox()
-            spin.setObjectName(f"combineWeight{row}")
-            spin.setAccessibleName(f"Weight of {e.name}")
-            spin.setRange(-10.0, 10.0)
-            spin.setDecimals(2)
-            spin.setSingleStep(0.1)
-            spin.setValue(1.0)
-            spin.valueChanged.connect(self._update)
-            self.table.setCellWidget(row, 2, spin)
-            self.weight_spins[e.name] = spin
-            self.check_items[e.name] = item
-        self.table.itemChanged.connect(lambda *_: self._update())
-        self.table.resizeRowsToContents()
-        rows_h = sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
-        self.table.setMinimumHeight(min(240, rows_h + self.table.horizontalHeader().sizeHint().height() + 6))
-        self.table.setMaximumHeight(max(240, self.table.minimumHeight()))
-
-        self.method_combo = QComboBox()
-        self.method_combo.setObjectName("combineMethod")
-        self.method_combo.setAccessibleName("Combination method")
-        for m in methods:
-            self.method_combo.addItem(m, m)
-            self.method_combo.setItemData(self.method_combo.count() - 1, METHOD_HELP.get(m, ""),
-                                          Qt.ItemDataRole.ToolTipRole)
-        self.method_help = QLabel()
-        self.method_help.setObjectName("combineMethodHelp")
-        self.method_help.setWordWrap(True)
-        muted(self.method_help)
-        self.density_spin = QDoubleSpinBox()
-        self.density_spin.setObjectName("combineDensity")
-        self.density_spin.setAccessibleName("Density")
-        self.density_spin.setRange(0.01, 1.0)
-        self.density_spin.setSingleStep(0.05)
-        self.density_spin.setValue(0.5)
-        self.density_spin.setToolTip("The share of each update's entries kept (TIES, DARE, magnitude pruning)")
-        self.name_edit = QLineEdit()
-        self.name_edit.setObjectName("combineName")
-        self.name_edit.setAccessibleName("Name of the combined adapter")
-        self.name_edit.textChanged.connect(self._on_name_changed)
-        self.problem = _problem_label("combineProblem")
-        self.buttons = _buttons("combineOkButton", "Combine")
-        self.buttons.accepted.connect(self.accept)
-        self.buttons.rejected.connect(self.reject)
-        self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
-
-        form = QFormLayout()
-        form.addRow("Method", self.method_combo)
-        form.addRow("", self.method_help)
-        form.addRow("Density", self.density_spin)
-        form.addRow("Name", self.name_edit)
-        column = QVBoxLayout(self)
-        column.addWidget(head)
-        column.addWidget(self.table, 1)
-        column.addLayout(form)
-        column.addWidget(self.problem)
-        column.addWidget(self.buttons)
-        self.method_combo.currentIndexChanged.connect(lambda *_: self._update())
-        self.density_spin.valueChanged.connect(lambda *_: self._update())
-        self.name_edit.textChanged.connect(lambda *_: self._update())
-        self._update()
-        self.resize(640, self.sizeHint().height())
-
-    # -- the choice --------------------------------------------------------------------------
-
-    def chosen(self) -> tuple[list[Entry], list[float]]:
-        entries = [e for e in self.entries if self.check_items[e.name].checkState() == Qt.CheckState.Checked]
-        return entries, [self.weight_spins[e.name].value() for e in entries]
-
-    def method(self) -> str:
-        return self.method_combo.currentData() or "linear"
-
-    def density(self) -> float:
-        return self.density_spin.value()
-
-    def name(self) -> str:
-        return self.name_edit.text().strip()
-
-    def set_checked(self, name: str, checked: bool = True) -> None:
-        self.check_items[name].setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
-
-    def set_method(self, method: str) -> None:
-        self.method_combo.setCurrentIndex(self.method_combo.findData(method))
-
-    # -- checking ----------------------------------------------------------------------------
-
-    def current_problem(self) -> str | None:
-        entries, weights = self.chosen()
-        engine = _engine()
-        try:
-            problem = engine.combine_problem(entries, self.method())
-        except StudioError as e:
-            problem = str(e)
-        if problem:
-            return problem
-        if weights and all(w == 0 for w in weights):
-            return "every weight is 0: the result would do nothing"
-        return name_problem(self.gallery, self.name())
-
-    def _default_name(self) -> str:
-        entries, _ = self.chosen()
-        stem = "-".join(e.name for e in entries[:3]) if len(entries) > 1 else f"{self.entries[0].name}-combined"
-        try:
-            return self.gallery.unique_name(f"{stem}-{self.method()}")
-        except StudioError:
-            return f"{self.entries[0].name}-combined"
-
-    def _on_name_changed(self, text: str) -> None:
-        if text != self._default:
-            self._name_edited = True
-
-    def _update(self, *_):
-        method = self.method()
-        self.method_help.setText(METHOD_HELP.get(method, ""))
-        self.density_spin.setEnabled(method in self.density_methods)
-        if not self._name_edited:
-            self._default = self._default_name()
-            self.name_edit.setText(self._default)
-        problem = self.current_problem()
-        self.problem.setText(problem or "")
-        self.problem.setVisible(bool(problem))
-        self.ok_button.setEnabled(problem is None)
-        self.problem_changed.emit(problem or "")
-
-    def accept(self) -> None:
-        if self.current_problem() is None:
-            super().accept()
-
-
-def _size(entry: Entry) -> int:
-    try:
-        return entry.size_bytes
-    except OSError:
-        return 0
 
 
 def rank_text(entry: Entry, measured: int | None = None) -> str:
@@ -383,7 +144,7 @@ class ResizeDialog(QDialog):
         self.name_edit.setObjectName("resizeName")
         self.name_edit.setAccessibleName("Name of the resized adapter")
         self.name_edit.textChanged.connect(self._on_name_changed)
-        self.problem = _problem_label("resizeProblem")
+        self.problem = problem_label("resizeProblem")
 
         grid = QGridLayout()
         grid.addWidget(self.by_rank, 0, 0)
@@ -406,7 +167,7 @@ class ResizeDialog(QDialog):
         self.stack.addWidget(waiting)
         self.stack.addWidget(chooser)
 
-        self.buttons = _buttons("resizeOkButton", "Resize")
+        self.buttons = dialog_buttons("resizeOkButton", "Resize")
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
@@ -427,7 +188,7 @@ class ResizeDialog(QDialog):
 
     def _set_head(self, measured: int | None) -> None:
         self.head.setText(f"Truncate every layer's update ΔW of <b>{escape(self.entry.name)}</b> to a lower rank by "
-                          f"SVD ({escape(rank_text(self.entry, measured))}, {human_size(_size(self.entry))}). "
+                          f"SVD ({escape(rank_text(self.entry, measured))}, {human_size(entry_size(self.entry))}). "
                           "The curve is the share of ‖ΔW‖² (all layers together) that each rank keeps.")
 
     def current_rank(self) -> int | None:
@@ -442,7 +203,7 @@ class ResizeDialog(QDialog):
 
     def start(self) -> None:
         """Measure the curve in the background (the dialog waits on it)."""
-        engine = _engine()
+        engine = export_engine()
         entry = self.entry
 
         def work(progress, should_stop):
@@ -583,7 +344,7 @@ class ResizeDialog(QDialog):
         saved = self.entry.rank or current
         if self.entry.config.get("peft_type") == "ADALORA" and not self.entry.config.get("rank_pattern"):
             saved = current      # never pruned: every layer is stored at init_r
-        size = _size(self.entry)
+        size = entry_size(self.entry)
         estimate = f" · about {human_size(size * rank / saved)} instead of {human_size(size)}" if saved else ""
         if self.by_energy.isChecked():
             self.keeps_label.setText(f"rank {rank} of {current} keeps {100 * (share or 0):.1f}% of ‖ΔW‖² "
@@ -623,32 +384,3 @@ class ResizeDialog(QDialog):
     def accept(self) -> None:
         if self.current_problem() is None:
             super().accept()
-
-
-class ExportFolderDialog(QFileDialog):
-    """Pick the folder an export writes: an existing folder, or the name of a new one typed in the
-    name field (the export makes it). QFileDialog's own folder mode refuses a folder that does
-    not exist yet (and so do the platforms' native pickers, hence Qt's own dialog here)."""
-
-    def __init__(self, parent: QWidget | None, caption: str, start: str | Path = "", suggested: str = ""):
-        super().__init__(parent, caption, str(start or ""))
-        self.setObjectName("exportFolderDialog")
-        self.setOption(QFileDialog.Option.DontUseNativeDialog, True)
-        self.setFileMode(QFileDialog.FileMode.Directory)
-        self.setOption(QFileDialog.Option.ShowDirsOnly, True)
-        self.setLabelText(QFileDialog.DialogLabel.FileName, "Folder:")
-        self.setLabelText(QFileDialog.DialogLabel.Accept, "Export here")
-        if suggested:
-            self.selectFile(suggested)
-        self.chosen = ""
-
-    def accept(self) -> None:
-        files = self.selectedFiles()
-        path = Path(files[0]) if files else None
-        if path is not None and not path.exists() and path.parent.is_dir():
-            self.chosen = str(path)       # a new folder: QFileDialog.accept would refuse it
-            QDialog.accept(self)
-            return
-        super().accept()
-        if self.result() == QDialog.DialogCode.Accepted and files:
-            self.chosen = files[0]
