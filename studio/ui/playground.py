@@ -4,12 +4,16 @@
     dialog.set_entries(gallery_entries, "my-adapter")
     dialog.show()                                # loads base + adapter in the background, once
 
+This module is the dialog's controller: the adapter choice, loading the base model and the adapter,
+and running a generation or a classification in a BackgroundJob. The answer panes, the options
+and the probability table are in playground_widgets.py.
+
 A causal-LM adapter gets a prompt box and two panes, "Base model" and "With adapter", filled
 token by token while studio.core.playground.Playground generates (base answer first, then the
-adapted one). The pieces arrive on the job's thread; a TextPump buffers them and wakes the GUI
-thread once per batch it has time to take, so a fast model costs one repaint per batch, not per
-token. A classifier adapter gets a text box and a table: each label's probability under the base
-model and with the adapter.
+adapted one). The pieces arrive on the job's thread; a TextPump (textpump.py) buffers them and
+wakes the GUI thread once per batch it has time to take, so a fast model costs one repaint per
+batch, not per token. A classifier adapter gets a text box and a table: each label's probability
+under the base model and with the adapter.
 
 The loaded Playground is kept for later prompts, and closed when another adapter is picked or
 the dialog closes (it holds a whole base model in memory).
@@ -17,26 +21,22 @@ the dialog closes (it holds a whole base model in memory).
 
 from __future__ import annotations
 
-import threading
 import time
-from html import escape
 
-from PySide6.QtCore import QObject, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QKeySequence, QShortcut, QTextCursor
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDoubleSpinBox, QGridLayout, QHBoxLayout,
-                               QHeaderView, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
-                               QStackedWidget, QStyledItemDelegate, QTableWidget, QTableWidgetItem, QVBoxLayout,
-                               QWidget)
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (QComboBox, QDialog, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
+                               QStackedWidget, QVBoxLayout, QWidget)
 
 from studio.core.gallery import Entry
 
-from .charts.common import SERIES_COLOURS
 from .forms import ERROR_STYLE
 from .gallery_view import muted, short_base
+from .playground_widgets import AnswerPanes, ClassificationView, GenerationOptions
+from .textpump import TextPump
 from .worker import BackgroundJob, JobCancelled
 
 CLASSIFIER = "sequence-classification"
-SHARE_ROLE = Qt.ItemDataRole.UserRole + 1      # a probability cell's value, 0..1, drawn as a bar
 
 
 def make_playground(entry: Entry):
@@ -44,64 +44,6 @@ def make_playground(entry: Entry):
     from studio.core.playground import Playground
 
     return Playground(entry)
-
-
-class TextPump(QObject):
-    """Collects (which, piece) from any thread; `arrived` is emitted when the buffer goes from
-    empty to not empty, so the GUI thread gets one queued call per batch, however fast pieces come."""
-
-    arrived = Signal()
-
-    def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
-        self._lock = threading.Lock()
-        self._buffer: list[tuple[int, str, str]] = []
-
-    def push(self, run: int, which: str, piece: str) -> None:
-        with self._lock:
-            first = not self._buffer
-            self._buffer.append((run, str(which), str(piece)))
-        if first:
-            self.arrived.emit()
-
-    def take(self) -> list[tuple[int, str, str]]:
-        """Everything buffered, consecutive pieces of one pane joined."""
-        with self._lock:
-            pieces, self._buffer = self._buffer, []
-        out: list[tuple[int, str, str]] = []
-        for run, which, piece in pieces:
-            if out and out[-1][0] == run and out[-1][1] == which:
-                out[-1] = (run, which, out[-1][2] + piece)
-            else:
-                out.append((run, which, piece))
-        return out
-
-
-class ShareBarDelegate(QStyledItemDelegate):
-    """A probability cell: a bar as long as the probability behind the number."""
-
-    def paint(self, painter, option, index) -> None:
-        share = index.data(SHARE_ROLE)
-        if isinstance(share, (int, float)):
-            colour = QColor(SERIES_COLOURS[0])
-            colour.setAlpha(70)
-            bar = QRectF(option.rect).adjusted(2, 3, -2, -3)
-            bar.setWidth(max(0.0, min(1.0, float(share))) * bar.width())
-            painter.save()
-            painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(colour)
-            painter.drawRect(bar)
-            painter.restore()
-        super().paint(painter, option, index)
-
-
-def _pane(name: str, accessible: str) -> QPlainTextEdit:
-    pane = QPlainTextEdit()
-    pane.setObjectName(name)
-    pane.setAccessibleName(accessible)
-    pane.setReadOnly(True)
-    pane.setPlaceholderText("The answer appears here as it is generated")
-    return pane
 
 
 class PlaygroundDialog(QDialog):
@@ -153,19 +95,9 @@ class PlaygroundDialog(QDialog):
         self.prompt.setAccessibleName("Prompt")
         self.prompt.setPlaceholderText("Write a prompt (Ctrl+Enter generates)")
         self.prompt.setFixedHeight(90)
-        self.max_tokens = QSpinBox()
-        self.max_tokens.setObjectName("playgroundMaxTokens")
-        self.max_tokens.setAccessibleName("Maximum new tokens")
-        self.max_tokens.setRange(1, 4096)
-        self.max_tokens.setValue(128)
-        self.temperature = QDoubleSpinBox()
-        self.temperature.setObjectName("playgroundTemperature")
-        self.temperature.setAccessibleName("Temperature")
-        self.temperature.setRange(0.0, 2.0)
-        self.temperature.setSingleStep(0.1)
-        self.temperature.setDecimals(2)
-        self.temperature.setSpecialValueText("0 (greedy)")
-        self.temperature.setToolTip("0 picks the most likely token every time (the same answer every run)")
+        self.options_row = GenerationOptions()
+        self.max_tokens = self.options_row.max_tokens
+        self.temperature = self.options_row.temperature
         self.generate_button = QPushButton("Generate")
         self.generate_button.setObjectName("playgroundGenerate")
         self.generate_button.setDefault(True)
@@ -175,62 +107,20 @@ class PlaygroundDialog(QDialog):
         self.stop_button.clicked.connect(self.stop)
         QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.generate)
 
-        self.base_pane = _pane("playgroundBase", "Base model answer")
-        self.adapted_pane = _pane("playgroundAdapted", "Answer with the adapter")
-        self.base_title = QLabel("<b>Base model</b>")
-        self.adapted_title = QLabel("<b>With adapter</b>")
-        for label in (self.base_title, self.adapted_title):
-            label.setTextFormat(Qt.TextFormat.RichText)
-        text_page = QWidget()
-        panes = QGridLayout(text_page)
-        panes.setContentsMargins(0, 0, 0, 0)
-        panes.addWidget(self.base_title, 0, 0)
-        panes.addWidget(self.adapted_title, 0, 1)
-        panes.addWidget(self.base_pane, 1, 0)
-        panes.addWidget(self.adapted_pane, 1, 1)
-
-        self.prediction = QLabel()
-        self.prediction.setObjectName("playgroundPrediction")
-        self.prediction.setTextFormat(Qt.TextFormat.RichText)
-        self.prediction.setWordWrap(True)
-        self.table = QTableWidget(0, 3)
-        self.table.setObjectName("playgroundClassification")
-        self.table.setAccessibleName("Probability per label")
-        self.table.setHorizontalHeaderLabels(["Label", "Base model", "With adapter"])
-        self.table.verticalHeader().hide()
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.table.setItemDelegate(ShareBarDelegate(self.table))
-        class_page = QWidget()
-        class_column = QVBoxLayout(class_page)
-        class_column.setContentsMargins(0, 0, 0, 0)
-        class_column.addWidget(self.prediction)
-        class_column.addWidget(self.table)
-        self.class_note = QLabel("The base model has no trained classifier head (it is random, the same on every "
-                                 "run): its probabilities are the baseline the adapter's head and update start "
-                                 "from, not a prediction.")
-        self.class_note.setObjectName("playgroundClassNote")
-        self.class_note.setWordWrap(True)
-        muted(self.class_note)
-        class_column.addWidget(self.class_note)
-        class_column.addStretch(1)
+        self.answers = AnswerPanes()
+        self.base_pane, self.adapted_pane = self.answers.base_pane, self.answers.adapted_pane
+        self.base_title, self.adapted_title = self.answers.base_title, self.answers.adapted_title
+        self.classification = ClassificationView()
+        self.prediction, self.table = self.classification.prediction, self.classification.table
+        self.class_note = self.classification.class_note
         self.pages = QStackedWidget()
-        self.pages.addWidget(text_page)
-        self.pages.addWidget(class_page)
+        self.pages.addWidget(self.answers)
+        self.pages.addWidget(self.classification)
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Adapter"))
         top.addWidget(self.adapter_combo, 1)
         top.addWidget(self.about, 1)
-        self.options_row = QWidget()
-        options = QHBoxLayout(self.options_row)
-        options.setContentsMargins(0, 0, 0, 0)
-        options.addWidget(QLabel("Max new tokens"))
-        options.addWidget(self.max_tokens)
-        options.addSpacing(12)
-        options.addWidget(QLabel("Temperature"))
-        options.addWidget(self.temperature)
-        options.addStretch(1)
         buttons = QHBoxLayout()
         buttons.addWidget(self.options_row)
         buttons.addStretch(1)
@@ -291,7 +181,7 @@ class PlaygroundDialog(QDialog):
             return
         self.about.setText(f"{entry.variant}{f' · r {entry.rank}' if entry.rank else ''} on "
                            f"{short_base(entry.base_model)}")
-        self.adapted_title.setText(f"<b>With adapter</b> · {escape(entry.name)}")
+        self.answers.set_adapter_name(entry.name)
         if entry.name == self.session_name and self.session is not None:
             self._update_controls()
             return
@@ -402,8 +292,7 @@ class PlaygroundDialog(QDialog):
             def work(progress, should_stop):
                 return session.classify(text)
         else:
-            self.base_pane.clear()
-            self.adapted_pane.clear()
+            self.answers.clear()
             max_new, temperature, pump = self.max_tokens.value(), self.temperature.value(), self.pump
 
             def work(progress, should_stop):
@@ -434,12 +323,7 @@ class PlaygroundDialog(QDialog):
         for run, which, text in self.pump.take():
             if run != self._run_id:
                 continue                  # a stopped generation's last pieces
-            pane = self.adapted_pane if which == "adapted" else self.base_pane
-            cursor = pane.textCursor()
-            cursor.movePosition(QTextCursor.MoveOperation.End)
-            cursor.insertText(text)
-            pane.setTextCursor(cursor)
-            pane.ensureCursorVisible()
+            self.answers.append(which, text)
 
     def _on_run_done(self, job, result: dict, classifier: bool) -> None:
         if job is not self.run_job:
@@ -451,11 +335,7 @@ class PlaygroundDialog(QDialog):
             self.show_classification(result)
             self.classified.emit(result)
         else:
-            # the returned text is the whole answer: it settles anything a piece missed
-            for pane, key in ((self.base_pane, "base"), (self.adapted_pane, "adapted")):
-                if isinstance(result, dict) and isinstance(result.get(key), str) \
-                        and pane.toPlainText() != result[key]:
-                    pane.setPlainText(result[key])
+            self.answers.settle(result)
             self.generated.emit(result if isinstance(result, dict) else {})
         self._set_status(f"done in {took:.1f} s")
         self._update_controls()
@@ -473,33 +353,7 @@ class PlaygroundDialog(QDialog):
         self._update_controls()
 
     def show_classification(self, result: dict) -> None:
-        labels = [str(x) for x in result.get("labels") or []]
-        base = [float(x) for x in result.get("base") or []]
-        adapted = [float(x) for x in result.get("adapted") or []]
-        self.table.setRowCount(len(labels))
-        best = {"base": _argmax(base), "adapted": _argmax(adapted)}
-        for row, label in enumerate(labels):
-            cells = [label, _percent(base, row), _percent(adapted, row)]
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if col:
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                    values = base if col == 1 else adapted
-                    item.setData(SHARE_ROLE, values[row] if row < len(values) else None)
-                if (col == 1 and row == best["base"]) or (col == 2 and row == best["adapted"]):
-                    font = QFont(item.font())
-                    font.setBold(True)
-                    item.setFont(font)
-                self.table.setItem(row, col, item)
-        parts = []
-        for key, title, values in (("base", "Base model", base), ("adapted", "With adapter", adapted)):
-            i = best[key]
-            if i is not None and i < len(labels):
-                parts.append(f"{title}: <b>{escape(labels[i])}</b> ({_percent(values, i)})")
-        self.prediction.setText(" &nbsp;·&nbsp; ".join(parts))
-        self.table.resizeRowsToContents()
-        height = self.table.horizontalHeader().height() + sum(self.table.rowHeight(r) for r in range(len(labels)))
-        self.table.setFixedHeight(height + 2 * self.table.frameWidth() + 2)
+        self.classification.show_result(result)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -534,11 +388,3 @@ def _close_quietly(session) -> None:
         session.close()
     except Exception:   # closing frees memory; a failure there must not take the window down
         pass
-
-
-def _argmax(values: list[float]) -> int | None:
-    return max(range(len(values)), key=values.__getitem__) if values else None
-
-
-def _percent(values: list[float], i: int) -> str:
-    return f"{100 * values[i]:.1f}%" if i < len(values) else "–"

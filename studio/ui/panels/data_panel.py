@@ -1,0 +1,217 @@
+"""The Dataset panel: the data file (dialog or drop), its options, and the detected format and
+token statistics (the preview runs in a BackgroundJob; the window's preview pane draws it)."""
+
+from __future__ import annotations
+
+from html import escape
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+
+from studio.core.config import DataSection
+
+from ..forms import FileField, OptionsForm
+from ..worker import BackgroundJob
+from .dataset_preview import preview_summary_html
+from .labels import error_label, note_label, show_error
+
+DATA_FILTER = "Datasets (*.jsonl *.json *.csv *.parquet *.txt);;All files (*)"
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
+
+
+class DataPanel(QGroupBox):
+    """Dataset: file dialog or drop, the detected format, statistics; the preview itself is
+    drawn by the window's preview pane from `preview_ready`."""
+    _runtime_error = False
+
+    changed = Signal()
+    preview_ready = Signal(dict)
+    preview_started = Signal()
+    preview_progress = Signal(str)
+    preview_failed = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Dataset", parent)
+        self.setObjectName("dataPanel")
+        self.setAcceptDrops(True)
+        self.path = FileField(object_name="dataPath", caption="Training data file", file_filter=DATA_FILTER)
+        self.path.changed.connect(self._on_input_changed)
+        self.options = OptionsForm(DataSection, prefix="data", skip=("path",))
+        self.options.changed.connect(self._on_input_changed)
+        self.info = note_label("dataInfo")
+        self.error = error_label("dataError")
+        self.preview_button = QPushButton("Preview")
+        self.preview_button.setObjectName("previewButton")
+        self.preview_button.setToolTip("Show the first rows as the model will see them, and token statistics")
+        self.preview_button.clicked.connect(self.start_preview)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("previewCancelButton")
+        self.cancel_button.clicked.connect(self.cancel_preview)
+        self.cancel_button.hide()
+        row = QHBoxLayout()
+        row.addWidget(self.info, 1)
+        row.addWidget(self.preview_button)
+        row.addWidget(self.cancel_button)
+        box = QVBoxLayout(self)
+        box.addWidget(self.path)
+        box.addWidget(self.error)
+        box.addLayout(row)
+        box.addWidget(self.options)
+        self.model_source = ""
+        self.model_ready = False
+        self.task = "causal-lm"
+        self.config_source = ""
+        self.preview: dict | None = None
+        self._job: BackgroundJob | None = None
+        self._timer = QTimer(self, singleShot=True, interval=500)
+        self._timer.timeout.connect(self.start_preview)
+
+    def values(self) -> dict:
+        return {"path": self.path.text(), **self.options.values()}
+
+    def set_values(self, values: dict) -> None:
+        self.path.edit.blockSignals(True)
+        self.path.set_text(values.get("path", DataSection.path))
+        self.path.edit.blockSignals(False)
+        self.options.set_values(values)
+        self._on_input_changed()
+
+    def errors(self) -> dict[str, str]:
+        out = {f"data.{k}": v for k, v in self.options.field_errors().items()}
+        from studio.core.config import find_file
+        from pathlib import Path
+
+        path = self.path.text()
+        if not path:
+            out["data.path"] = "expected a dataset file (.jsonl, .json, .csv, .parquet or .txt)"
+        elif not Path(find_file(path, self.config_source)).is_file():
+            out["data.path"] = f"{path}: no such file"
+        elif self.error.isVisible() and not self._runtime_error:
+            out["data.path"] = self.error.text()
+        return out
+
+    def set_model(self, source: str, task: str, ready: bool = True) -> None:
+        """The model whose tokenizer renders the preview. A model that must be converted or
+        downloaded first (`ready` False) is previewed only when the person asks (Preview)."""
+        if (source, task, ready) != (self.model_source, self.task, self.model_ready):
+            self.model_source, self.task, self.model_ready = source, task, ready
+            self._schedule()
+
+    @property
+    def busy(self) -> bool:
+        return self._timer.isActive() or (self._job is not None and self._job.is_running)
+
+    # -- drag and drop -----------------------------------------------------------------------
+
+    def dragEnterEvent(self, event):
+        if _dropped_file(event.mimeData(), DATA_SUFFIXES):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event):
+        path = _dropped_file(event.mimeData(), DATA_SUFFIXES)
+        if path:
+            self.path.set_text(path)
+            event.acceptProposedAction()
+
+    # -- preview -----------------------------------------------------------------------------
+
+    def show_file_error(self, text: str) -> None:
+        """A reason found while the data was read for a run; it stays until the data changes, and
+        does not block Train (the file may be fixed in an editor meanwhile)."""
+        show_error(self.error, text)
+        self._runtime_error = True
+
+    def _on_input_changed(self, *_):
+        errors = self.errors()
+        show_error(self.error, None)
+        self._runtime_error = False
+        if "data.path" in errors:
+            show_error(self.error, errors["data.path"])
+        self.changed.emit()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self.path.text() or not self.model_source:
+            return
+        if self.model_ready:
+            self._timer.start()
+        elif self._job is None or not self._job.is_running:
+            self.info.setText("<i>Preview renders the rows with the model's tokenizer; this model is "
+                              "converted or downloaded first (once), so it waits for you to press Preview.</i>")
+
+    def start_preview(self) -> None:
+        from studio.core.config import DataSection as Section
+        from studio.core.inspect import preview_dataset
+
+        self._timer.stop()
+        if self._job is not None:
+            self._job.cancel()
+        values = self.values()
+        try:
+            section = Section(**values)
+        except TypeError:
+            return
+        if self.options.field_errors() or not self.path.text() or not self.model_source:
+            return
+        source, task, config_source = self.model_source, self.task, self.config_source
+
+        def work(progress, should_stop):
+            return preview_dataset(section, source, task, rows=5, config_source=config_source,
+                                   progress=progress, should_stop=should_stop)
+
+        job = BackgroundJob(work, self, name="previewDataset", heavy=True)
+        job.progress.connect(self.preview_progress)
+        job.progress.connect(lambda text: self.info.setText(f"<i>{escape(text)}…</i>"))
+        job.succeeded.connect(lambda p, j=job: self._on_preview_done(j, p))
+        job.failed.connect(lambda text, j=job: self._on_preview_failed(j, text))
+        job.cancelled.connect(lambda j=job: self._on_preview_cancelled(j))
+        self._job = job.start()
+        self.info.setText("<i>reading the dataset…</i>")
+        self.cancel_button.show()
+        self.preview_started.emit()
+
+    def cancel_preview(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+
+    def _on_preview_done(self, job, preview: dict) -> None:
+        if job is not self._job:
+            return
+        self.cancel_button.hide()
+        self.preview = preview
+        show_error(self.error, None)
+        self._runtime_error = False
+        self.info.setText(preview_summary_html(preview))
+        self.preview_ready.emit(preview)
+        self.changed.emit()
+
+    def _on_preview_failed(self, job, text: str) -> None:
+        if job is not self._job:
+            return
+        self.cancel_button.hide()
+        self.preview = None
+        self.info.setText("")
+        show_error(self.error, text)
+        self._runtime_error = False
+        self.preview_failed.emit(text)
+        self.changed.emit()
+
+    def _on_preview_cancelled(self, job) -> None:
+        if job is not self._job:
+            return
+        self.cancel_button.hide()
+        self.info.setText("<i>preview cancelled</i>")
+
+    def shutdown(self) -> None:
+        self._timer.stop()
+        if self._job is not None:
+            self._job.cancel()
+            self._job.wait(60000)
+
+
+def _dropped_file(mime, suffixes: tuple[str, ...]) -> str | None:
+    for url in mime.urls() if mime.hasUrls() else []:
+        path = url.toLocalFile()
+        if path and path.lower().endswith(suffixes):
+            return path
+    return None
