@@ -26,7 +26,7 @@ from .gallery_cards import CARD_ROLE, Card, GalleryListModel
 from .gallery_details import GalleryDetails
 from .gallery_filters import GalleryFilters
 from .gallery_job_strip import GalleryJobStrip
-from .gallery_text import muted, short_base  # noqa: F401  (the playground takes short_base from here)
+from .gallery_text import muted
 
 WIDE = 760                    # px: wider than this, the details sit beside the cards, else below
 # px: the width the gallery asks for (sizeHint), which shows the sort and filter combos, a card's

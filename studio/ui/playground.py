@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QHBoxLayout, QLabel, QPlainTe
 from studio.core.gallery import Entry
 
 from .forms import ERROR_STYLE
-from .gallery_view import muted, short_base
+from .gallery_text import muted, short_base
 from .playground_widgets import AnswerPanes, ClassificationView, GenerationOptions
 from .textpump import TextPump
 from .worker import BackgroundJob, JobCancelled

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QDoubleSpinBox, QGridLayout, Q
                                QVBoxLayout, QWidget)
 
 from .charts.common import SERIES_COLOURS
-from .gallery_view import muted
+from .gallery_text import muted
 
 SHARE_ROLE = Qt.ItemDataRole.UserRole + 1      # a probability cell's value, 0..1, drawn as a bar
 
