@@ -37,7 +37,7 @@ from .gallery_cards import Card
 from .gallery_view import GalleryView
 from .playground import PlaygroundDialog
 from .resize_dialog import ResizeDialog
-from .worker import BackgroundJob
+from .tasks import TaskSlot
 
 
 CREATE, USE, ASK, REFUSE = "create", "use", "ask", "refuse"
@@ -82,7 +82,7 @@ class GalleryController(QObject):
         self.view.activated.connect(lambda name: self.open_playground())
         self.view.cancel_requested.connect(self.cancel_job)
         self.view.notes_saved.connect(lambda name: window.statusBar().showMessage(f"Notes of {name} saved", 4000))
-        self.job: BackgroundJob | None = None
+        self.task = TaskSlot(self, "galleryJob", heavy=True)   # one gallery job at a time
         self.job_what = ""
         self.combine_dialog = None
         self.resize_dialog = None
@@ -156,7 +156,7 @@ class GalleryController(QObject):
 
     def update_actions(self) -> None:
         selected = self.view.selected_entry() is not None
-        busy = self.job is not None
+        busy = self.task.busy
         for action in (self.export_adapter_action, self.export_merged_action, self.export_merged_as_action,
                        self.combine_action,
                        self.resize_action, self.rename_action, self.delete_action):
@@ -172,33 +172,33 @@ class GalleryController(QObject):
 
     def start_job(self, what: str, fn: Callable, on_success: Callable[[object], None]) -> bool:
         """Run fn(progress, should_stop) in a BackgroundJob, with the progress strip and Cancel."""
-        if self.job is not None:
+        if self.task.busy:
             self.window.show_error(f"{self.job_what} is still running: wait for it or cancel it first")
             return False
         self.window.hide_error()
-        job = BackgroundJob(fn, self, name="galleryJob", heavy=True)
-        job.progressed.connect(lambda message, fraction: self.view.show_job(f"{what}: {message}", fraction))
-        job.succeeded.connect(lambda value, j=job: self._on_job_done(j, "ok", value, on_success))
-        job.failed.connect(lambda text, j=job: self._on_job_done(j, "failed", text, None))
-        job.cancelled.connect(lambda j=job: self._on_job_done(j, "cancelled", None, None))
-        self.job, self.job_what = job, what
+        self.job_what = what
+        self.task.start(fn, done=lambda value: self._on_job_done("ok", value, on_success),
+                        failed=lambda text: self._on_job_done("failed", text, None),
+                        cancelled=lambda: self._on_job_done("cancelled", None, None),
+                        progress=lambda message, fraction: self.view.show_job(f"{what}: {message}", fraction))
         self.view.show_job(f"{what}…")
         self.window.log(f"{what}…")
         self.update_actions()
-        job.start()
         return True
 
+    @property
+    def job(self):
+        """The gallery job under way (None when there is none)."""
+        return self.task.job
+
     def cancel_job(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
+        if self.task.busy:
+            self.task.cancel()
             self.view.cancel_button.setEnabled(False)
             self.view.job_label.setText(f"{self.job_what}: cancelling…")
 
-    def _on_job_done(self, job, outcome: str, value, on_success) -> None:
-        if job is not self.job:
-            return
-        what = self.job_what
-        self.job, self.job_what = None, ""
+    def _on_job_done(self, outcome: str, value, on_success) -> None:
+        what, self.job_what = self.job_what, ""
         self.view.hide_job()
         self.update_actions()
         if outcome == "ok":
@@ -220,9 +220,7 @@ class GalleryController(QObject):
             self.playground.shutdown()
         if self.resize_dialog is not None:
             self.resize_dialog.shutdown()
-        if self.job is not None:
-            self.job.cancel()
-            self.job.wait(timeout_ms)
+        self.task.shutdown(timeout_ms)
 
     # -- the actions -------------------------------------------------------------------------
 

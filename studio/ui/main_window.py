@@ -41,7 +41,7 @@ from .runs_dock import RecentFiles, RunsDock
 from .setup_check import SetupCheck
 from .theme import apply_theme
 from .window_menus import build_actions, build_menus_and_toolbar
-from .worker import running_threads
+from .tasks import running_threads
 
 DEFAULT_CONFIG = default_config_path()
 BANNER_STYLE = ("QLabel { background: #fbe3e1; color: #7a1b14; border: 1px solid #e5a29c; "

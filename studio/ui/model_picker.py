@@ -22,7 +22,7 @@ from studio.core import modelcache
 from studio.core.errors import StudioError
 
 from .forms import ERROR_STYLE
-from .worker import BackgroundJob
+from .tasks import TaskSlot
 
 COLUMNS = ("Name", "Type", "Size", "Revision", "Where")
 ENTRY_ROLE = Qt.ItemDataRole.UserRole   # column 0 holds the entry's index in self.models
@@ -70,7 +70,7 @@ class ModelPickerDialog(QDialog):
         self.current = current              # selected when the list arrives, if it is there
         self.models: list[dict] = []
         self.notes: list[str] = []
-        self.job: BackgroundJob | None = None
+        self.scan_task = TaskSlot(self, "scanModels")
         self._again = False                 # the folders changed while a listing was under way
 
         self.filter_edit = QLineEdit()
@@ -159,34 +159,27 @@ class ModelPickerDialog(QDialog):
 
     def start(self) -> None:
         """Read the models in the background (again); the table fills when they arrive."""
-        if self.job is not None and self.job.is_running:
+        if self.scan_task.busy:
             self._again = True
             return
         cache_dir = self.cache_dir
         self.status.setText("Reading the Hugging Face cache and the added folders…")
         self.rescan_button.setEnabled(False)
-        job = BackgroundJob(lambda progress, should_stop: modelcache.scan_models(cache_dir=cache_dir),
-                            self, name="scanModels")
-        job.succeeded.connect(lambda result, j=job: self._on_scanned(j, result))
-        job.failed.connect(lambda text, j=job: self._on_scan_failed(j, text))
-        job.cancelled.connect(lambda j=job: self._on_scan_failed(j, None))
-        self.job = job.start()
+        self.scan_task.start(lambda progress, should_stop: modelcache.scan_models(cache_dir=cache_dir),
+                             done=self._on_scanned, failed=self._on_scan_failed,
+                             cancelled=lambda: self._on_scan_failed(None))
 
     @property
     def loading(self) -> bool:
-        return self.job is not None and self.job.is_running
+        return self.scan_task.busy
 
-    def _on_scanned(self, job, result) -> None:
-        if job is not self.job:
-            return
+    def _on_scanned(self, result) -> None:
         self.rescan_button.setEnabled(True)
         models, notes = result
         self.set_models(models, notes)
         self._start_again()
 
-    def _on_scan_failed(self, job, text: str | None) -> None:
-        if job is not self.job:
-            return
+    def _on_scan_failed(self, text: str | None) -> None:
         self.rescan_button.setEnabled(True)
         self.status.setText("The models could not be listed." if text else "Listing stopped.")
         self._show_error(text)
@@ -322,6 +315,4 @@ class ModelPickerDialog(QDialog):
 
     def shutdown(self) -> None:
         """Wait for a listing under way (a window closing must not leave its thread behind)."""
-        if self.job is not None:
-            self.job.cancel()
-            self.job.wait(30000)
+        self.scan_task.shutdown(30000)

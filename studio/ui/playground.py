@@ -28,13 +28,14 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QComboBox, QDialog, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
                                QStackedWidget, QVBoxLayout, QWidget)
 
+from studio.core.errors import Cancelled
 from studio.core.gallery import Entry
 
 from .forms import ERROR_STYLE
 from .gallery_text import muted, short_base
 from .playground_widgets import AnswerPanes, ClassificationView, GenerationOptions
+from .tasks import TaskSlot
 from .textpump import TextPump
-from .worker import BackgroundJob, JobCancelled
 
 CLASSIFIER = "sequence-classification"
 
@@ -62,8 +63,8 @@ class PlaygroundDialog(QDialog):
         self.entries: dict[str, Entry] = {}
         self.session = None                  # the loaded studio.core.playground.Playground
         self.session_name: str | None = None
-        self.load_job: BackgroundJob | None = None
-        self.run_job: BackgroundJob | None = None
+        self.load_task = TaskSlot(self, "playgroundLoad", heavy=True)
+        self.run_task = TaskSlot(self, "playgroundRun", heavy=True)
         self._pending = False                # Generate was pressed while loading
         self._run_id = 0
         self._started = 0.0
@@ -208,24 +209,27 @@ class PlaygroundDialog(QDialog):
                 raise
             if should_stop():             # picked another adapter (or closed) while this loaded
                 _close_quietly(session)
-                raise JobCancelled()
+                raise Cancelled("loading cancelled")
             return session
 
-        job = BackgroundJob(work, self, name="playgroundLoad", heavy=True)
-        job.progressed.connect(lambda message, fraction: self._set_status(f"loading {entry.name}: {message}"))
-        job.succeeded.connect(lambda session, j=job: self._on_loaded(j, entry.name, session))
-        job.failed.connect(lambda text, j=job: self._on_load_failed(j, text))
-        job.cancelled.connect(lambda j=job: self._on_load_failed(j, None))
-        self.load_job = job
         self._set_status(f"loading the base model and {entry.name}…")
-        job.start()
+        self.load_task.start(work, done=lambda session: self._on_loaded(entry.name, session),
+                             failed=self._on_load_failed, cancelled=lambda: self._on_load_failed(None),
+                             progress=lambda message, fraction: self._set_status(f"loading {entry.name}: {message}"),
+                             discarded=_close_quietly)
         self._update_controls()
 
-    def _on_loaded(self, job, name: str, session) -> None:
-        if job is not self.load_job:
-            _close_quietly(session)
-            return
-        self.load_job = None
+    @property
+    def load_job(self):
+        """The load under way (None when there is none)."""
+        return self.load_task.job
+
+    @property
+    def run_job(self):
+        """The generation or classification under way (None when there is none)."""
+        return self.run_task.job
+
+    def _on_loaded(self, name: str, session) -> None:
         self.session, self.session_name = session, name
         self._set_status(f"{name} is ready: write a prompt and press {self.generate_button.text()}")
         self.loaded.emit(name)
@@ -234,10 +238,7 @@ class PlaygroundDialog(QDialog):
             self._pending = False
             self.generate()
 
-    def _on_load_failed(self, job, text: str | None) -> None:
-        if job is not self.load_job:
-            return
-        self.load_job = None
+    def _on_load_failed(self, text: str | None) -> None:
         self._pending = False
         if text:
             self._set_status(text, error=True)
@@ -253,15 +254,13 @@ class PlaygroundDialog(QDialog):
         next). A load cannot stop half way: it is left to finish on its thread, where it closes
         what it loaded itself (it was cancelled); `wait` also waits for it (the window closes)."""
         self._pending = False
-        run, load = self.run_job, self.load_job
-        for job in (run, load):
-            if job is not None:
-                job.cancel()
+        run, load = self.run_task.job, self.load_task.job
+        self.run_task.drop()
+        self.load_task.drop()
         if run is not None:
             run.wait(60000)
         if wait and load is not None:
             load.wait(300000)
-        self.run_job = self.load_job = None
         if self.session is not None:
             _close_quietly(self.session)
         self.session, self.session_name = None, None
@@ -300,24 +299,20 @@ class PlaygroundDialog(QDialog):
                                         on_text=lambda which, piece: pump.push(run, which, piece),
                                         should_stop=should_stop)
 
-        job = BackgroundJob(work, self, name="playgroundRun", heavy=True)
-        job.succeeded.connect(lambda result, j=job: self._on_run_done(j, result, classifier))
-        job.failed.connect(lambda message, j=job: self._on_run_failed(j, message))
-        job.cancelled.connect(lambda j=job: self._on_run_failed(j, None))
-        self.run_job = job
         self._started = time.monotonic()
+        self.run_task.start(work, done=lambda result: self._on_run_done(result, classifier),
+                            failed=self._on_run_failed, cancelled=lambda: self._on_run_failed(None))
         self._set_status("classifying…" if classifier
                          else "generating with the base model, then with the adapter…")
-        job.start()
         self._update_controls()
 
     def stop(self) -> None:
-        if self.run_job is not None:
-            self.run_job.cancel()
+        if self.run_task.busy:
+            self.run_task.cancel()
             self._set_status("stopping…")
-        elif self.load_job is not None:
+        elif self.load_task.busy:
             self._pending = False
-            self.load_job.cancel()
+            self.load_task.cancel()
 
     def _on_pump_arrived(self) -> None:
         for run, which, text in self.pump.take():
@@ -325,10 +320,7 @@ class PlaygroundDialog(QDialog):
                 continue                  # a stopped generation's last pieces
             self.answers.append(which, text)
 
-    def _on_run_done(self, job, result: dict, classifier: bool) -> None:
-        if job is not self.run_job:
-            return
-        self.run_job = None
+    def _on_run_done(self, result: dict, classifier: bool) -> None:
         self._on_pump_arrived()
         took = time.monotonic() - self._started
         if classifier:
@@ -340,10 +332,7 @@ class PlaygroundDialog(QDialog):
         self._set_status(f"done in {took:.1f} s")
         self._update_controls()
 
-    def _on_run_failed(self, job, message: str | None) -> None:
-        if job is not self.run_job:
-            return
-        self.run_job = None
+    def _on_run_failed(self, message: str | None) -> None:
         self._on_pump_arrived()
         if message:
             self._set_status(message, error=True)

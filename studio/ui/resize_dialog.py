@@ -20,7 +20,7 @@ from studio.core.modelcache import human_size
 
 from .charts.common import SERIES_COLOURS
 from .gallery_dialog_parts import dialog_buttons, entry_size, export_engine, name_problem, problem_label
-from .worker import BackgroundJob
+from .tasks import TaskSlot
 
 
 def rank_text(entry: Entry, measured: int | None = None) -> str:
@@ -61,7 +61,7 @@ class ResizeDialog(QDialog):
         self.entry = entry
         self.gallery = gallery
         self.curve: dict | None = None
-        self.job: BackgroundJob | None = None
+        self.curve_task = TaskSlot(self, "energyCurve", heavy=True)
         self._name_edited = False
         self._default = ""
         self._syncing = False
@@ -209,12 +209,8 @@ class ResizeDialog(QDialog):
         def work(progress, should_stop):
             return engine.energy_curve(entry, progress=progress, should_stop=should_stop)
 
-        job = BackgroundJob(work, self, name="energyCurve", heavy=True)
-        job.progressed.connect(self._on_curve_progress)
-        job.succeeded.connect(lambda curve, j=job: self._on_curve_ready(j, curve))
-        job.failed.connect(lambda text, j=job: self._on_curve_failed(j, text))
-        job.cancelled.connect(lambda j=job: self._on_curve_failed(j, None))
-        self.job = job.start()
+        self.curve_task.start(work, done=self.set_curve, failed=self._on_curve_failed,
+                              cancelled=lambda: self._on_curve_failed(None), progress=self._on_curve_progress)
 
     def set_curve(self, curve: dict) -> None:
         """Show a measured curve and pick a starting rank: the smallest keeping 99%, if lower than now,
@@ -248,16 +244,7 @@ class ResizeDialog(QDialog):
             self.progress_bar.setRange(0, 1000)
             self.progress_bar.setValue(int(round(fraction * 1000)))
 
-    def _on_curve_ready(self, job, curve: dict) -> None:
-        if job is not self.job:
-            return
-        self.job = None
-        self.set_curve(curve)
-
-    def _on_curve_failed(self, job, text: str | None) -> None:
-        if job is not self.job:
-            return
-        self.job = None
+    def _on_curve_failed(self, text: str | None) -> None:
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.progress_label.setText("cancelled" if text is None else "could not measure the adapter")
@@ -266,13 +253,10 @@ class ResizeDialog(QDialog):
             self.problem.show()
 
     def shutdown(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.job.wait(60000)
+        self.curve_task.shutdown(60000)
 
     def reject(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
+        self.curve_task.cancel()
         super().reject()
 
     # -- the choice --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from studio.core.config import RunConfig
 from studio.core.errors import StudioError
 
 from .elide import ElidedLabel
-from .worker import BackgroundJob
+from .tasks import TaskSlot
 
 
 class SetupCheck(QObject):
@@ -30,7 +30,7 @@ class SetupCheck(QObject):
         self.window = window
         self.errors: dict[str, str] = {"": "not checked yet"}
         self.plan = None
-        self._plan_job = None
+        self.plan_task = TaskSlot(self, "memoryPlan")
         self.label = QLabel()
         self.label.setObjectName("validationLabel")
         self.label.setStyleSheet("color: #d0342c;")
@@ -118,8 +118,6 @@ class SetupCheck(QObject):
             config = self.window.current_config()
         except StudioError:
             return
-        if self._plan_job is not None:
-            self._plan_job.cancel()
 
         def work(progress, should_stop):
             try:
@@ -127,10 +125,8 @@ class SetupCheck(QObject):
             except StudioError as e:     # the error object: its field marks the form
                 return None, e
 
-        job = BackgroundJob(work, self.window, name="memoryPlan")
-        job.succeeded.connect(lambda value, j=job: j is self._plan_job and self.show_plan(*value))
-        job.failed.connect(lambda text, j=job: j is self._plan_job and self.show_plan(None, text))
-        self._plan_job = job.start()
+        self.plan_task.start(work, done=lambda value: self.show_plan(*value),
+                             failed=lambda text: self.show_plan(None, text))
 
     def show_plan(self, plan, error: "str | StudioError | None" = "") -> None:
         """'Memory ~2.8 of 17.6 GiB', red with what would make it fit when it will not fit."""
@@ -163,9 +159,7 @@ class SetupCheck(QObject):
         """The window closes: no estimate left running."""
         self.plan_timer.stop()
         self.validate_timer.stop()
-        if self._plan_job is not None:
-            self._plan_job.cancel()
-            self._plan_job.wait(30000)
+        self.plan_task.shutdown(30000)
 
     # -- errors next to their fields ---------------------------------------------------------
 

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The run thread starts (it imports the heavy libraries first, as RunWorker.run does) while a
+# The run thread starts (it imports the heavy libraries first, as the run task does) while a
 # background job checks data: datasets' hasher, which asks transformers for its tokenizer base class
 # whenever "transformers" is in sys.modules, in a loop until the run's import is over.
 SCRIPT = textwrap.dedent("""
@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""
     from PySide6.QtCore import QCoreApplication, QTimer
     import datasets
     from datasets.fingerprint import Hasher
-    from studio.ui.worker import BackgroundJob
+    from studio.ui.tasks import BackgroundJob
     from studio.core.imports import heavy_imports
 
     app = QCoreApplication([])
@@ -85,7 +85,7 @@ def test_a_data_check_beside_a_starting_run_never_sees_half_imported_libraries(a
 
 def test_an_import_race_is_retried_and_a_real_error_is_not(qtbot):
     from studio.core.errors import StudioError
-    from studio.ui.worker import BackgroundJob
+    from studio.ui.tasks import BackgroundJob
 
     calls = []
 

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout, 
 from studio.core.config import DataSection
 
 from ..forms import FileField, OptionsForm
-from ..worker import BackgroundJob
+from ..tasks import TaskSlot
 from .dataset_preview import preview_summary_html
 from .labels import error_label, note_label, show_error
 
@@ -62,7 +62,7 @@ class DataPanel(QGroupBox):
         self.task = "causal-lm"
         self.config_source = ""
         self.preview: dict | None = None
-        self._job: BackgroundJob | None = None
+        self.preview_task = TaskSlot(self, "previewDataset", heavy=True)
         self._timer = QTimer(self, singleShot=True, interval=500)
         self._timer.timeout.connect(self.start_preview)
 
@@ -99,7 +99,7 @@ class DataPanel(QGroupBox):
 
     @property
     def busy(self) -> bool:
-        return self._timer.isActive() or (self._job is not None and self._job.is_running)
+        return self._timer.isActive() or self.preview_task.busy
 
     # -- drag and drop -----------------------------------------------------------------------
 
@@ -135,7 +135,7 @@ class DataPanel(QGroupBox):
             return
         if self.model_ready:
             self._timer.start()
-        elif self._job is None or not self._job.is_running:
+        elif not self.preview_task.busy:
             self.info.setText("<i>Preview renders the rows with the model's tokenizer; this model is "
                               "converted or downloaded first (once), so it waits for you to press Preview.</i>")
 
@@ -144,8 +144,7 @@ class DataPanel(QGroupBox):
         from studio.core.inspect import preview_dataset
 
         self._timer.stop()
-        if self._job is not None:
-            self._job.cancel()
+        self.preview_task.cancel()   # a new one replaces it below; if none can start, it ends as cancelled
         values = self.values()
         try:
             section = Section(**values)
@@ -159,24 +158,20 @@ class DataPanel(QGroupBox):
             return preview_dataset(section, source, task, rows=5, config_source=config_source,
                                    progress=progress, should_stop=should_stop)
 
-        job = BackgroundJob(work, self, name="previewDataset", heavy=True)
-        job.progress.connect(self.preview_progress)
-        job.progress.connect(lambda text: self.info.setText(f"<i>{escape(text)}…</i>"))
-        job.succeeded.connect(lambda p, j=job: self._on_preview_done(j, p))
-        job.failed.connect(lambda text, j=job: self._on_preview_failed(j, text))
-        job.cancelled.connect(lambda j=job: self._on_preview_cancelled(j))
-        self._job = job.start()
+        self.preview_task.start(work, done=self._on_preview_done, failed=self._on_preview_failed,
+                                cancelled=self._on_preview_cancelled, progress=self._on_preview_progress)
         self.info.setText("<i>reading the dataset…</i>")
         self.cancel_button.show()
         self.preview_started.emit()
 
     def cancel_preview(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
+        self.preview_task.cancel()
 
-    def _on_preview_done(self, job, preview: dict) -> None:
-        if job is not self._job:
-            return
+    def _on_preview_progress(self, text: str, fraction) -> None:
+        self.preview_progress.emit(text)
+        self.info.setText(f"<i>{escape(text)}…</i>")
+
+    def _on_preview_done(self, preview: dict) -> None:
         self.cancel_button.hide()
         self.preview = preview
         show_error(self.error, None)
@@ -185,9 +180,7 @@ class DataPanel(QGroupBox):
         self.preview_ready.emit(preview)
         self.changed.emit()
 
-    def _on_preview_failed(self, job, text: str) -> None:
-        if job is not self._job:
-            return
+    def _on_preview_failed(self, text: str) -> None:
         self.cancel_button.hide()
         self.preview = None
         self.info.setText("")
@@ -196,17 +189,13 @@ class DataPanel(QGroupBox):
         self.preview_failed.emit(text)
         self.changed.emit()
 
-    def _on_preview_cancelled(self, job) -> None:
-        if job is not self._job:
-            return
+    def _on_preview_cancelled(self) -> None:
         self.cancel_button.hide()
         self.info.setText("<i>preview cancelled</i>")
 
     def shutdown(self) -> None:
         self._timer.stop()
-        if self._job is not None:
-            self._job.cancel()
-            self._job.wait(60000)
+        self.preview_task.shutdown(60000)
 
 
 def _dropped_file(mime, suffixes: tuple[str, ...]) -> str | None:

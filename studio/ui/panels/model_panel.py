@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QP
 from studio.core.config import ModelSection
 
 from ..forms import OptionsForm, show_start
-from ..worker import BackgroundJob
+from ..tasks import TaskSlot
 from .labels import error_label, note_label, show_error
 
 BUNDLED_MODELS = {
@@ -82,7 +82,7 @@ class ModelPanel(QGroupBox):
         box.addWidget(self.info)
         box.addWidget(self.options)
         self.description: dict | None = None
-        self._job: BackgroundJob | None = None
+        self.describe_task = TaskSlot(self, "describeModel")
         self._timer = QTimer(self, singleShot=True, interval=300)
         self._timer.timeout.connect(self._describe)
         self.config_source = ""
@@ -110,7 +110,7 @@ class ModelPanel(QGroupBox):
 
     @property
     def busy(self) -> bool:
-        return self._timer.isActive() or (self._job is not None and self._job.is_running)
+        return self._timer.isActive() or self.describe_task.busy
 
     # -- detection ---------------------------------------------------------------------------
 
@@ -133,28 +133,20 @@ class ModelPanel(QGroupBox):
 
         source = self.source_combo.currentText().strip()
         task = self.options.values().get("task", "causal-lm")
-        if self._job is not None:
-            self._job.cancel()
+        self.describe_task.drop()
         if not source:
             self.info.setText("")
             return
         config_source = self.config_source
-        job = BackgroundJob(lambda progress, should_stop: describe_model(source, task, config_source),
-                            self, name="describeModel")
-        job.succeeded.connect(lambda d, j=job: self._on_described(j, d))
-        job.failed.connect(lambda text, j=job: self._on_describe_failed(j, text))
-        self._job = job.start()
+        self.describe_task.start(lambda progress, should_stop: describe_model(source, task, config_source),
+                                 done=self._on_described, failed=self._on_describe_failed)
 
-    def _on_described(self, job, description: dict) -> None:
-        if job is not self._job:
-            return
+    def _on_described(self, description: dict) -> None:
         self.description = description
         self.info.setText(describe_html(description))
         self.changed.emit()
 
-    def _on_describe_failed(self, job, text: str) -> None:
-        if job is not self._job:
-            return
+    def _on_describe_failed(self, text: str) -> None:
         self.description = None
         self.info.setText("")
         show_error(self.error, text)
@@ -194,9 +186,7 @@ class ModelPanel(QGroupBox):
 
     def shutdown(self) -> None:
         self._timer.stop()
-        if self._job is not None:
-            self._job.cancel()
-            self._job.wait(30000)
+        self.describe_task.shutdown(30000)
         if self.picker is not None:
             self.picker.shutdown()
 
