@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import RunConfig
-from .data import Collator
+from .collator import Collator
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class BatchLayout:
     padding_free: bool = False
     label_logits_only: bool = False
     segments: bool = False                 # packed rows name their examples (fastpath.packed_sdpa_forward)
-    attention_tokens: int | None = None    # how rows of packed examples are priced (data.pack_rows); None: default
+    attention_tokens: int | None = None    # how rows of packed examples are priced (collator.pack_rows); None: default
 
     def collator(self, plain: Collator) -> Collator:
         """`plain` (the padded collator prepare_data made) laid out this way."""

@@ -25,7 +25,8 @@ The probe costs four forward passes over ten tokens (milliseconds for SmolLM2-13
 
 from __future__ import annotations
 
-from .data import IGNORE, Collator, add_label_positions
+from .collator import Collator, add_label_positions
+from .dataformats import IGNORE
 
 PACKED_ATTENTION = "studio_packed_sdpa"   # the attention implementation's registered name
 

@@ -277,7 +277,7 @@ def load_model(resolved: ResolvedModel, task: str, *, num_labels: int = 0, label
 _first_line = first_line
 
 
-# -- cheap look-ups (no conversion, no download): studio.core.inspect uses these ----------------
+# -- cheap look-ups (no conversion, no download): studio.core.modelfiles uses these -------------
 
 
 def locate_source(source: str) -> tuple[str, str]:

@@ -113,7 +113,8 @@ class Shapes:
 
 def model_shapes(source: str, config_source: str = "") -> Shapes:
     """Tensor names and shapes, and config.json, of a model source, from headers only."""
-    from .inspect import safetensors_files, safetensors_header, describe_model, read_gguf_header
+    from .ggufheader import read_gguf_header
+    from .modelfiles import describe_model, safetensors_files, safetensors_header
 
     info = describe_model(source, config_source=config_source)
     folder = info.get("resolves_to")

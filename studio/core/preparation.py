@@ -75,7 +75,7 @@ def keep_chat_template(cfg: RunConfig, tokenizer, data, progress) -> None:
     """A model without a chat template, trained on conversations laid out as ChatML: the template
     goes into the tokenizer, and so is saved with the adapter, so that generation formats
     prompts the way training did."""
-    from .data import FALLBACK_CHAT_TEMPLATE
+    from .dataformats import FALLBACK_CHAT_TEMPLATE
 
     if data.chat_template_used == "fallback-chatml":
         tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE

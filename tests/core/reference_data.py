@@ -7,8 +7,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from studio.core.data import (TASKS, Collator, DataError, PreparedData, _classification_columns, _examples,
-                              _pack, _pad_id, _truncate, classification_labels, read_rows, settle_format)
+from studio.core.collator import Collator, pad_id as _pad_id
+from studio.core.data import PreparedData
+from studio.core.datafiles import read_rows
+from studio.core.dataformats import (IGNORE, TASKS, RowFormatter, classification_columns as _classification_columns,
+                                     classification_labels, settle_format)
+from studio.core.errors import DataError
+from studio.core.options import shown
 
 
 def reference_prepare_data(section: "DataSection", tokenizer, task: str, seed: int = 0) -> PreparedData:
@@ -88,3 +93,62 @@ def reference_prepare_data(section: "DataSection", tokenizer, task: str, seed: i
         dropped=dropped,
         notes=notes,
     )
+
+
+# -- the per-row path, as data.py had it -----------------------------------------------------------
+
+
+def _decoded(rows, where: str):
+    """The rows of a Dataset as dicts. datasets cannot decode some nested field names it has
+    stored (an empty object under a key "\\u0000" fails with a KeyError naming the key): that is
+    a DataError naming the file, not a traceback."""
+    it = iter(rows)
+    while True:
+        try:
+            record = next(it)
+        except StopIteration:
+            return
+        except KeyError as e:
+            raise DataError(f"{where}: a field named {shown(e.args[0] if e.args else '')} cannot be read back "
+                            "(rename the field)") from None
+        yield record
+
+
+def _examples(rows, where: str, tokenizer, task: str, fmt: str, max_len: int, labels=None):
+    """(list of {input_ids, labels}, helper) for one file, as Python lists: the reference the tests
+    hold the batched pipeline (prepare_data) to."""
+    helper = RowFormatter(where, tokenizer, task, fmt, max_len)
+    needed = {"text": ["text"], "prompt-completion": ["prompt", "completion"], "alpaca": ["instruction", "output"],
+              "messages": ["messages"], "sharegpt": ["conversations"]}.get(fmt, [])
+    missing = [c for c in needed if c not in rows.column_names]
+    if missing:
+        raise DataError(f"{where}: format {fmt} needs column(s) {', '.join(map(repr, missing))}; "
+                        f"found {', '.join(map(repr, rows.column_names))}")
+    out = []
+    for row, record in enumerate(_decoded(rows, where), 1):
+        if fmt == "classification":
+            text_col, label_col, index = labels
+            ids, label = helper.classification(record, row, text_col, label_col, index)
+            out.append({"input_ids": ids, "labels": label})
+            continue
+        ids, lab = helper.messages(record, row) if fmt in ("messages", "sharegpt") else helper.plain(record, row)
+        out.append({"input_ids": ids, "labels": lab})
+    return out, helper
+
+
+def _truncate(examples: list[dict], max_len: int) -> tuple[list[dict], int]:
+    kept = []
+    for ex in examples:
+        ids, labels = ex["input_ids"][:max_len], ex["labels"][:max_len]
+        if any(t != IGNORE for t in labels[1:]):  # position 0 is never predicted
+            kept.append({"input_ids": ids, "labels": labels})
+    return kept, len(examples) - len(kept)
+
+
+def _pack(examples: list[dict], block: int) -> list[dict]:
+    """Concatenate every example and cut max_seq_len blocks; the last, shorter block is kept."""
+    stream = [t for ex in examples for t in ex["input_ids"]]
+    blocks = [stream[i:i + block] for i in range(0, len(stream), block)]
+    if len(blocks) > 1 and len(blocks[-1]) < 2:
+        blocks.pop()
+    return [{"input_ids": b, "labels": list(b)} for b in blocks]

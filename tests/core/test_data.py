@@ -11,7 +11,8 @@ import pytest
 from tiny_models import CHATML_TEMPLATE, make_tiny_bert, make_tiny_llama, make_tokenizer
 
 from studio.core.config import DataSection
-from studio.core.data import (IGNORE, classification_labels, detect_format, prepare_data, read_rows)
+from studio.core.data import prepare_data, read_rows
+from studio.core.dataformats import IGNORE, classification_labels, detect_format
 from studio.core.errors import DataError
 
 SAMPLES = Path(__file__).resolve().parents[2] / "resources" / "datasets"

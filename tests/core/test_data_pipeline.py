@@ -14,9 +14,10 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 from conftest import DATASETS
 from reference_data import reference_prepare_data
 from studio.core import data as data_mod
-from studio.core import datacache
+from studio.core import datacache, datatokenize
 from studio.core.config import DataSection
-from studio.core.data import IGNORE, prepare_data
+from studio.core.data import prepare_data
+from studio.core.dataformats import IGNORE
 from studio.core.errors import DataError
 from tiny_models import make_tokenizer
 
@@ -101,7 +102,7 @@ def test_random_chat_rows_equal_the_reference(tmp_path_factory, tok, rows, max_l
 
 def test_errors_name_the_row_from_worker_processes_too(tmp_path, tok, monkeypatch):
     """Rows are tokenized in chunks, in two processes here: a bad row still names its number."""
-    monkeypatch.setattr(data_mod, "CHUNK_ROWS", 40)
+    monkeypatch.setattr(datatokenize, "CHUNK_ROWS", 40)
     monkeypatch.setenv("LORA_STUDIO_DATA_PROCS", "2")
     rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
             for i in range(120)]
@@ -121,8 +122,8 @@ def test_a_rerun_loads_from_the_cache_and_changes_miss_it(tmp_path, tok, monkeyp
     path = tmp_path / "chat.jsonl"
     path.write_text((DATASETS / "chat_sample.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
     calls = []
-    real = data_mod._tokenized
-    monkeypatch.setattr(data_mod, "_tokenized", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = data_mod.tokenize_rows
+    monkeypatch.setattr(data_mod, "tokenize_rows", lambda *a, **k: calls.append(1) or real(*a, **k))
     said = []
     first = prepare_data(_section(path, eval_fraction=0.1), tok, "causal-lm", progress=said.append)
     assert len(calls) == 1 and any(s.startswith("tokenizing chat.jsonl") for s in said)

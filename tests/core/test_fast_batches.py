@@ -13,9 +13,11 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import DATASETS
-from studio.core import data as data_mod
+from studio.core import collator as collator_mod
 from studio.core.config import RunConfig
-from studio.core.data import IGNORE, Collator, pack_rows, prepare_data
+from studio.core.collator import Collator, pack_rows
+from studio.core.data import prepare_data
+from studio.core.dataformats import IGNORE
 from studio.core.fastpath import probe, use_packed_attention
 from studio.core.training import Session
 
@@ -65,7 +67,7 @@ def test_packed_batch_gives_each_example_its_own_loss(model_and_examples, segmen
     model, examples, pad = model_and_examples
     model = segment_model if segments else model
     if segments and attention_tokens < 1000:   # per example, rows cost only their padding: force narrow rows
-        monkeypatch.setattr(data_mod, "pack_rows", lambda lengths, items, **kw: pack_rows(lengths, items, width=100))
+        monkeypatch.setattr(collator_mod, "pack_rows", lambda lengths, items, **kw: pack_rows(lengths, items, width=100))
     alone = []
     with torch.no_grad():
         for ex in examples:
@@ -73,8 +75,8 @@ def test_packed_batch_gives_each_example_its_own_loss(model_and_examples, segmen
             batch = Collator(pad, True, padding_free=True, attention_tokens=attention_tokens, segments=segments)(examples)
         assert ("studio_segments" in batch) == segments
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    rows = data_mod.pack_rows([len(e["input_ids"]) for e in examples], list(range(len(examples))),
-                              attention_tokens=math.inf if segments else attention_tokens)
+    rows = collator_mod.pack_rows([len(e["input_ids"]) for e in examples], list(range(len(examples))),
+                                  attention_tokens=math.inf if segments else attention_tokens)
     assert batch["input_ids"].shape[0] == len(rows) and (len(rows) == 1) == (attention_tokens > 1000)
     packed = _per_example_losses(logits, batch["labels"], batch["position_ids"])
     in_rows = [i for row in rows for i in row]   # the order examples sit in the rows

@@ -20,9 +20,12 @@ from conftest import DATASETS
 
 from studio.core import inspect as insp
 from studio.core.config import DataSection
-from studio.core.data import IGNORE, prepare_data
+from studio.core.data import prepare_data
+from studio.core.dataformats import IGNORE
 from studio.core.errors import DataError, ModelError
-from studio.core.inspect import PreviewCancelled, describe_model, preview_dataset, read_gguf_header
+from studio.core.ggufheader import read_gguf_header
+from studio.core.inspect import PreviewCancelled, preview_dataset
+from studio.core.modelfiles import describe_model
 from studio.core.models import gguf_cache_folder, load_tokenizer, locate_source, resolve_source
 
 # SmolLM2-135M-Instruct.Q4_1.gguf as gguf.GGUFReader reads it (checked once; GGUFReader takes ~5 s)
@@ -104,7 +107,7 @@ def test_describe_bundled_gguf_reads_metadata_without_converting(tmp_path, monke
 
 
 def test_describe_model_needs_no_torch():
-    code = ("import sys; from studio.core.inspect import describe_model\n"
+    code = ("import sys; from studio.core.modelfiles import describe_model\n"
             "for s in ('bundled:minilm-l6', 'bundled:smollm2-135m-instruct'): describe_model(s)\n"
             "heavy = [m for m in ('torch', 'transformers', 'datasets', 'gguf') if m in sys.modules]\n"
             "assert not heavy, heavy")

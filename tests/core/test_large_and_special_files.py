@@ -24,7 +24,7 @@ from studio.cli import main
 from studio.core import jsoncheck
 from studio.core.datafiles import read_rows
 from studio.core.errors import DataError, ModelError
-from studio.core.inspect import describe_model
+from studio.core.modelfiles import describe_model
 from studio.core.modelcache import human_size
 from studio.core.models import ResolvedModel, load_model, resolve_source
 from studio.core.plan import model_shapes

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from tiny_models import make_tokenizer
 
 from studio.core.config import SECTIONS, DataSection, RunConfig
-from studio.core.data import FORMATS, TASKS, prepare_data, read_rows
+from studio.core.data import prepare_data, read_rows
+from studio.core.dataformats import FORMATS, TASKS
 from studio.core.errors import ConfigError, DataError
 from studio.core.options import field_type
 from studio.core.variants import REGISTRY

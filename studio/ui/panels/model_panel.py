@@ -129,7 +129,7 @@ class ModelPanel(QGroupBox):
         self.changed.emit()
 
     def _describe(self) -> None:
-        from studio.core.inspect import describe_model
+        from studio.core.modelfiles import describe_model
 
         source = self.source_combo.currentText().strip()
         task = self.options.values().get("task", "causal-lm")
@@ -192,7 +192,7 @@ class ModelPanel(QGroupBox):
 
 
 def describe_html(d: dict) -> str:
-    """A few lines about a model description (studio.core.inspect.describe_model)."""
+    """A few lines about a model description (studio.core.modelfiles.describe_model)."""
     parts = []
     arch = d.get("architecture") or d.get("model_type") or "unknown architecture"
     head = f"<b>{escape(str(arch))}</b>"
