@@ -6,6 +6,7 @@ from __future__ import annotations
 from . import storage
 from .config import RunConfig
 from .errors import ConfigError
+from .variants import get_variant
 
 
 def pick_device(requested: str):
@@ -37,4 +38,4 @@ def pick_storage(cfg: RunConfig, device) -> "storage.Storage":
     if cfg.train.precision == "bf16" and not gpu_bf16:
         raise ConfigError("train.precision: this GPU does not support bf16 (use fp16 or fp32)")
     return storage.resolve(cfg.model.dtype, cfg.model.quantize, cfg.train.precision, device.type,
-                           gpu_bf16=gpu_bf16, variant=cfg.variant_name)
+                           gpu_bf16=gpu_bf16, variant=get_variant(cfg.variant_name))

@@ -81,19 +81,12 @@ def per_process_batch(batch_size: int, w: World) -> int:
     return batch_size // w.size
 
 
-# What a variant does outside forward and backward, on whole weights: it cannot run on shards.
-NEEDS_WHOLE_WEIGHTS = {
-    "delta-lora": "updates the frozen weight W by the change of AB after every step",
-    "adalora": "reallocates ranks from every weight and gradient between steps",
-    "lora-drop": "measures each layer's adapter output and ties layers together before training",
-    "lora-fa": "projects B's gradient through the whole frozen A in its optimizer",
-}
-
-
-def check_variant(variant_name: str, w: World) -> None:
-    if w.sharded and variant_name in NEEDS_WHOLE_WEIGHTS:
+def check_variant(variant, w: World) -> None:
+    """Refuse, in one line, a variant that works on whole weights outside forward and backward
+    (its `needs_whole_weights`) when this launch shards them."""
+    if w.sharded and variant.needs_whole_weights:
         how = "FSDP" if w.mode == "fsdp" else "DeepSpeed ZeRO-3"
-        raise ConfigError(f"variant.name: {variant_name} {NEEDS_WHOLE_WEIGHTS[variant_name]}, which needs whole "
+        raise ConfigError(f"variant.name: {variant.name} {variant.needs_whole_weights}, which needs whole "
                           f"weights in every process; {how} shards them. Launch it with DDP (accelerate "
                           "launch --multi_gpu) or DeepSpeed ZeRO-1/2")
     if w.mode == "deepspeed":

@@ -29,6 +29,7 @@ from .errors import Cancelled, InputError, first_line
 from .gallery import (ADAPTER_FILES, META, TELEMETRY, UNCHANGED, Entry, Gallery, GalleryError, check_adapter_files,
                       check_name, same_base)
 from .paths import atomic_dir, disk_full_error, temp_path
+from .variants import REGISTRY, Variant, infer_variant
 
 COMBINE_METHODS = ("linear", "svd", "cat", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 DENSITY_METHODS = ("ties", "dare_linear", "dare_ties", "magnitude_prune")
@@ -332,13 +333,6 @@ def export_merged(entry: Entry, out_dir, *, overwrite: bool = False, progress=No
 
 # -- combine -----------------------------------------------------------------------------------
 
-def _kind(entry: Entry) -> str:
-    cfg = entry.config
-    if cfg.get("peft_type") != "LORA":
-        return str(cfg.get("peft_type") or "unknown").lower()
-    return "dora" if cfg.get("use_dora") else "lora"
-
-
 def combine_problem(entries: list[Entry], method: str) -> str | None:
     """Why this set cannot be combined with `method` (one line), or None if it can. Cheap."""
     if method not in COMBINE_METHODS:
@@ -354,12 +348,11 @@ def combine_problem(entries: list[Entry], method: str) -> str | None:
             return (f"{e.name} was trained on {e.base_model or '?'} ({e.task}), {first.name} on "
                     f"{first.base_model or '?'} ({first.task}): adapters combine only on the same base model")
     for e in entries:
-        kind = _kind(e)
-        if kind == "dora":
-            return f"{e.name} is a DoRA adapter: its magnitude vector cannot be combined (resize it to a LoRA first)"
-        if kind != "lora":
-            return (f"{e.name} is a {kind} adapter: peft combines LoRA adapters only "
-                    "(resize it first, which turns it into a LoRA)")
+        saved = REGISTRY.get(infer_variant(e.config) or "")   # what the file is, whoever trained it
+        if saved is None or saved.combine_refusal:
+            kind = saved.display_name if saved else str(e.config.get("peft_type") or "unknown").lower()
+            refusal = saved.combine_refusal if saved else Variant.combine_refusal
+            return f"{e.name} is {'an' if kind[0].lower() in 'aeiou' else 'a'} {kind} adapter: {refusal}"
         if e.task == "sequence-classification" or e.config.get("modules_to_save"):
             return (f"{e.name} trains its own {'classifier head' if e.task != 'causal-lm' else 'extra modules'} "
                     "(modules_to_save), which peft cannot combine")
@@ -579,7 +572,7 @@ def resize(entry: Entry, *, rank: int | None = None, energy: float | None = None
     name = name or gallery.unique_name(f"{entry.name[:70]}-r{k}")
     meta = {key: entry.meta[key] for key in ("base_model", "base_path", "base_fingerprint", "task", "labels")
             if key in entry.meta}
-    meta.update({"variant": "dora" if is_dora else "lora", "metrics": {},
+    meta.update({"variant": infer_variant(new.peft_config[ADAPTER].to_dict()), "metrics": {},
                  "options": {"r": k, "alpha": float(k), "energy_kept": kept},
                  "derived_from": {"resize": entry.name, "rank": k, "energy_kept": kept,
                                   "from_variant": entry.variant}})

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .errors import InputError
+from .variants import REGISTRY, infer_variant, peft_types
 from .safeload import adapter_base_mismatch, check_safetensors
 from .paths import (DiskFullError, atomic_dir, rename_noreplace, studio_home, sweep_stale, temp_path,
                     write_text_atomic)
@@ -37,8 +38,6 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TELEMETRY_KINDS = ("spectra", "importance", "ranks", "decomposition")
 LOSS_POINTS = 200          # the loss history is kept downsampled to at most this many points
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,79}$")
-# peft_type (+ use_dora) -> the studio's variant name, for adapters made elsewhere
-PEFT_TYPES = {"LORA": "lora", "VERA": "vera", "ADALORA": "adalora"}
 TASK_TYPES = {"CAUSAL_LM": "causal-lm", "SEQ_CLS": "sequence-classification"}
 UNCHANGED = "the gallery is unchanged; free some space and try again"
 
@@ -54,13 +53,6 @@ def infer_task_type(config: dict) -> str:
         heads = " ".join(config.get("modules_to_save") or [])
         task_type = "SEQ_CLS" if "classifier" in heads or "score" in heads else "CAUSAL_LM"
     return str(task_type)
-
-
-def infer_variant(config: dict) -> str | None:
-    peft_type = str(config.get("peft_type") or "")
-    if peft_type == "LORA" and config.get("use_dora"):
-        return "dora"
-    return PEFT_TYPES.get(peft_type)
 
 
 def check_name(name: str) -> str:
@@ -319,9 +311,9 @@ class Gallery:
         check_adapter_files(folder)
         config = _read_json(config_path)
         peft_type = str(config.get("peft_type") or "")
-        if peft_type not in PEFT_TYPES:
+        if peft_type not in peft_types():
             raise GalleryError(f"{config_path}: peft_type {peft_type!r} is not supported "
-                               f"(expected one of {', '.join(PEFT_TYPES)})")
+                               f"(expected one of {', '.join(peft_types())})")
         variant = infer_variant(config)
         task_type = infer_task_type(config)
         task = TASK_TYPES.get(task_type, None)
@@ -343,9 +335,9 @@ class Gallery:
         for key in ("labels", "base_fingerprint", "base_path", "metrics", "loss_history", "options"):
             if key in previous:
                 meta[key] = previous[key]
-        if previous.get("variant") and infer_variant(config) == ("dora" if previous["variant"] == "dora" else
-                                                                 PEFT_TYPES.get(peft_type)):
-            meta["variant"] = previous["variant"]   # lora-plus, lora-fa, delta-lora save as plain LoRA
+        made_by = REGISTRY.get(previous.get("variant"))
+        if made_by is not None and made_by.saved_as == variant:
+            meta["variant"] = made_by.name   # lora-plus, lora-fa, delta-lora save as plain LoRA
         return self.add_folder(folder, check_name(name) if name else self.unique_name(folder.name), meta)
 
     def rename(self, name: str, new_name: str) -> Entry:

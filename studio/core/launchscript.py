@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .config import RunConfig, resolved_paths
 from .distributed import World, check_variant, per_process_batch
+from .variants import get_variant
 from .errors import ConfigError
 from .paths import atomic_dir
 
@@ -57,7 +58,7 @@ class LaunchPlan:
         world = World(size=self.total, mode=self.strategy)
         per_process_batch(config.train.batch_size, world)
         if self.strategy == "fsdp":
-            check_variant(config.variant_name, world)
+            check_variant(get_variant(config.variant_name), world)
 
 
 def _distributed_type(plan: LaunchPlan) -> str:

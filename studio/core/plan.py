@@ -39,6 +39,7 @@ from pathlib import Path
 from . import storage
 from .config import RunConfig, find_file
 from .errors import ModelError
+from .variants import get_variant
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -178,7 +179,6 @@ def check_rank(variant_name: str, opts, shapes: Shapes) -> None:
     """A rank above an adapted layer's min(in, out), refused from the file headers, before anything
     loads (the same sentence variants.base.check_ranks gives once the model is built)."""
     from .errors import ConfigError
-    from .variants import get_variant
 
     option = get_variant(variant_name).rank_option
     if not option:
@@ -201,34 +201,13 @@ def check_rank(variant_name: str, opts, shapes: Shapes) -> None:
                           f"{fan_in} to {fan_out} features), got {rank}")
 
 
-def _adapter_numbers(variant: str, opts, targets: list[tuple[int, int]]) -> tuple[int, int, int]:
-    """(trainable, frozen adapter numbers, extra fp32 copies of W) for a variant's adapter."""
-    r = int(getattr(opts, "r", 16))
-    if variant == "vera":
-        trainable = sum(d_out + r for d_out, _ in targets)
-        d_in = max((i for _, i in targets), default=0)
-        d_out = max((o for o, _ in targets), default=0)
-        return trainable, r * (d_in + d_out), 0
-    if variant == "adalora":
-        r = int(opts.init_r)
-        return sum(r * (d_in + d_out) + r for d_out, d_in in targets), 0, 0
-    lora = sum(r * (d_in + d_out) for d_out, d_in in targets)
-    if variant == "lora-fa":
-        return sum(r * d_out for d_out, _ in targets), sum(r * d_in for _, d_in in targets), 0
-    if variant == "dora":
-        return lora + sum(d_out for d_out, _ in targets), 0, 0
-    if variant == "delta-lora":
-        return lora, lora, sum(d_out * d_in for d_out, d_in in targets)   # anchor copies; W in fp32
-    return lora, 0, 0
-
-
 def estimate(cfg: RunConfig, *, device: str | None = None, free_bytes: int | None = None,
              total_bytes: int | None = None, shapes: Shapes | None = None, gpu_bf16: bool = True) -> Plan:
     """The run's estimated peak memory on `device` (default: where train.device would put it)."""
     if device is None:
         device = pick_device(cfg.train.device)
     held = storage.resolve(cfg.model.dtype, cfg.model.quantize, cfg.train.precision, device,
-                           gpu_bf16=gpu_bf16, variant=cfg.variant_name)
+                           gpu_bf16=gpu_bf16, variant=get_variant(cfg.variant_name))
     shapes = shapes or model_shapes(cfg.model.source, cfg.source_path)
     opts = cfg.variant_options()
     targets = _targets(shapes, opts.target_modules)
@@ -241,8 +220,9 @@ def estimate(cfg: RunConfig, *, device: str | None = None, free_bytes: int | Non
             weights += n // 2 + n // 64 + 4096 if held.quantize == "4bit" else n + 4 * shape[0]
         else:
             weights += n * stored
-    trainable, frozen, w_copies = _adapter_numbers(cfg.variant_name, opts, targets)
-    if cfg.variant_name == "delta-lora" and held.dtype != "fp32":
+    variant = get_variant(cfg.variant_name)
+    trainable, frozen, w_copies = variant.adapter_numbers(opts, targets)
+    if variant.moves_base_weights and held.dtype != "fp32":
         weights += w_copies * (4 - stored)      # its adapted W widened to fp32
     if cfg.model.task == "sequence-classification":
         trainable += _head_numbers(shapes)     # the classifier head trains whole
@@ -306,7 +286,8 @@ def _head_numbers(shapes: Shapes) -> int:
 def _advice(cfg: RunConfig, device: str, free: int, shapes: Shapes, gpu_bf16: bool) -> list[str]:
     """The changes, alone, that would bring the estimate under `free` (cheapest first)."""
     tries = []
-    if cfg.model.quantize == "none" and storage.bitsandbytes_installed() and cfg.variant_name != "delta-lora":
+    moves_base = get_variant(cfg.variant_name).moves_base_weights   # a quantized W cannot move
+    if cfg.model.quantize == "none" and storage.bitsandbytes_installed() and not moves_base:
         tries.append(("model.quantize = 4bit", {"model.quantize": "4bit"}))
     if not cfg.train.gradient_checkpointing:
         tries.append(("train.gradient_checkpointing = true", {"train.gradient_checkpointing": True}))

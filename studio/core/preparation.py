@@ -12,7 +12,7 @@ import os
 
 from . import distributed
 from .config import RunConfig
-from .variants import BuildContext
+from .variants import BuildContext, get_variant
 from .variants.base import build_checked
 
 
@@ -31,7 +31,7 @@ def start_processes(cfg: RunConfig, w: distributed.World, device, precision: str
     import torch
 
     distributed.per_process_batch(cfg.train.batch_size, w)   # bad input: before anything is loaded
-    distributed.check_variant(cfg.variant_name, w)
+    distributed.check_variant(get_variant(cfg.variant_name), w)
     state = distributed.start(w, use_cpu=device.type == "cpu")
     if device.type == "cuda":
         device = state.device   # this process's own GPU (cuda:LOCAL_RANK)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .config import RunConfig
 from .errors import ConfigError
+from .variants import get_variant
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,8 @@ class Preset:
     rank: int
 
     def overrides(self, variant: str) -> list[str]:
-        out = [f"{k}={_toml(v)}" for k, v in self.settings.items()]
-        if variant == "adalora":
-            out += [f"variant.init_r={self.rank + self.rank // 2}", f"variant.target_r={self.rank}"]
-        elif variant != "vera":
-            out += [f"variant.r={self.rank}", f"variant.alpha={2 * self.rank}"]
-        return out
+        """The preset as config overrides; the rank as `variant`'s own rank options."""
+        return [f"{k}={_toml(v)}" for k, v in self.settings.items()] + get_variant(variant).rank_overrides(self.rank)
 
 
 def _toml(value) -> str:

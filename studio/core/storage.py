@@ -88,9 +88,10 @@ def bitsandbytes_installed() -> bool:
 
 
 def resolve(dtype: str, quantize: str, precision: str, device_type: str, *, gpu_bf16: bool = True,
-            variant: str | None = None) -> Storage:
+            variant=None) -> Storage:
     """The storage and compute a run uses on `device_type` ("cpu", "cuda", "mps"). Raises
-    ConfigError with one line for a combination that cannot run, before anything is loaded."""
+    ConfigError with one line for a combination that cannot run, before anything is loaded.
+    `variant`: the run's Variant (it is asked whether it moves the base weights)."""
     if quantize != "none":
         if not bitsandbytes_installed():
             raise ConfigError(f"model.quantize: {quantize} needs the bitsandbytes package ({BNB_INSTALL})")
@@ -126,8 +127,8 @@ def resolve(dtype: str, quantize: str, precision: str, device_type: str, *, gpu_
     if stored in HALF and compute != stored:
         raise ConfigError(f"model.dtype: a base stored in {stored} computes in {stored}; set train.precision "
                           f"to {stored} or auto (it is {precision})")
-    if variant == "delta-lora" and quantize != "none":
-        raise ConfigError(f"model.quantize: delta-lora moves the base weights W themselves, and a {quantize} W "
+    if variant is not None and variant.moves_base_weights and quantize != "none":
+        raise ConfigError(f"model.quantize: {variant.name} moves the base weights W themselves, and a {quantize} W "
                           "cannot take its small updates (use model.quantize = none; bf16 storage keeps the "
                           "adapted layers' W in fp32)")
     return Storage(stored, quantize, compute, why)

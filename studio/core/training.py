@@ -150,6 +150,7 @@ class Session:
         self.run_dir: Path | None = None
         self.gallery_entry: str | None = None
         self.model = None
+        self.variant = None     # the run's own instance of its variant (Variant.for_run), once prepared
         self.tokenizer = None
         self.telemetry = None
         self.step = 0                 # the optimizer step events are stamped with
@@ -205,7 +206,8 @@ class Session:
         preparation.quiet_libraries()
         device = pick_device(cfg.train.device)
         held = pick_storage(cfg, device)
-        variant, opts = get_variant(cfg.variant_name), cfg.variant_options()
+        variant, opts = get_variant(cfg.variant_name).for_run(), cfg.variant_options()   # its own state
+        self.variant = variant
         if w.distributed:
             device = preparation.start_processes(cfg, w, device, held.compute, say)
         resolved = preparation.find_base(cfg, w, say, self._main_first)

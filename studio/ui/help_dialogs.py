@@ -8,6 +8,7 @@ shown non-modal (tests read it; a person closes it).
 
 from __future__ import annotations
 
+import html
 import re
 from importlib import metadata
 from pathlib import Path
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHeaderView, QMessageB
                                QTextBrowser, QVBoxLayout, QWidget)
 
 from studio import __version__
+from studio.core.variants import REGISTRY
 
 PROJECT = "lora-studio"
 
@@ -105,10 +107,11 @@ def about_box(window: QWidget) -> QMessageBox:
     box.setObjectName("aboutBox")
     box.setWindowTitle("About LoRA Studio")
     box.setTextFormat(Qt.TextFormat.RichText)
+    titles = [v.display_name for v in REGISTRY.values()]
+    listed = ", ".join(titles[:-1]) + f" and {titles[-1]}" if len(titles) > 1 else "".join(titles)
     box.setText(f"<b>LoRA Studio {__version__}</b><p>Parameter-efficient fine-tuning with live telemetry: "
-                "LoRA, LoRA+, VeRA, LoRA-FA, LoRA-drop, AdaLoRA, DoRA and Delta-LoRA, on transformers and "
-                "PEFT.</p><p>Help → Documentation has the user guide; Help → Keyboard shortcuts lists "
-                "every key.</p>")
+                f"{html.escape(listed)}, on transformers and PEFT.</p><p>Help → Documentation has the user "
+                "guide; Help → Keyboard shortcuts lists every key.</p>")
     box.setStandardButtons(QMessageBox.StandardButton.Close)
     box.setModal(False)
     box.show()

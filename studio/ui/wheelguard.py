@@ -34,8 +34,8 @@ class WheelGuard(QObject):
 def install(app: QApplication | None = None) -> None:
     """Install the guard on the application once (idempotent)."""
     app = app or QApplication.instance()
-    if app is None or getattr(app, "_studio_wheel_guard", None) is not None:
+    if app is None or getattr(app, "studio_wheel_guard", None) is not None:
         return
     guard = WheelGuard(app)
     app.installEventFilter(guard)
-    app._studio_wheel_guard = guard
+    app.studio_wheel_guard = guard   # our attribute on the application object

@@ -701,7 +701,8 @@ def _failing_at_step_3(monkeypatch, error: BaseException):
             if state.global_step == 3:
                 raise error
 
-    monkeypatch.setattr(get_variant("lora"), "callbacks", lambda model, opts, ctx: [Fails()])
+    # on the class: a run works with its own instance of the variant (Variant.for_run)
+    monkeypatch.setattr(type(get_variant("lora")), "callbacks", lambda self, model, opts, ctx: [Fails()])
 
 
 def test_an_exception_in_the_worker_fails_the_run_and_resume_continues(ref, tiny_llama, tmp_path, monkeypatch,

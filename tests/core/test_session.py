@@ -168,7 +168,8 @@ def poison_lora_b_after_step_2(monkeypatch) -> None:
                     if "lora_B" in name:
                         param.data.fill_(float("nan"))
 
-    monkeypatch.setattr(get_variant("lora"), "callbacks", lambda model, opts, ctx: [Poison()])
+    # on the class: a run works with its own instance of the variant (Variant.for_run)
+    monkeypatch.setattr(type(get_variant("lora")), "callbacks", lambda self, model, opts, ctx: [Poison()])
 
 
 def test_a_nan_loss_fails_the_run_and_saves_no_adapter(tiny_llama, tmp_path, monkeypatch, recorder):

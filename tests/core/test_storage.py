@@ -234,14 +234,12 @@ def test_delta_lora_keeps_the_w_it_moves_exact_on_a_bf16_base(tiny_llama, tmp_pa
     be off by up to half a bf16 step, 2^-9 of |W|, after every update)."""
     from safetensors.torch import load_file
 
-    from studio.core.variants import get_variant
-
     cfg = _config(tiny_llama, tmp_path, "delta-lora", "bf16", steps=4)
     session = Session(cfg)
     result = session.run(sink=recorder)
     assert result.status == "completed", result.error
     original = load_file(f"{tiny_llama}/model.safetensors")
-    updates = get_variant("delta-lora").update_factors(session.model, cfg.variant_options())
+    updates = session.variant.update_factors(session.model, cfg.variant_options())   # the run's own tracker
     assert updates and all(u.offset_K is not None for u in updates)   # W has moved
     for u in updates:
         assert u.base_layer.weight.dtype == torch.float32, u.name

@@ -65,6 +65,23 @@ class AdaLora(Variant):
     description = "SVD-shaped adapters whose ranks are reallocated between layers during training by importance."
     paper = "Zhang et al. 2023, AdaLoRA: Adaptive Budget Allocation for Parameter-Efficient Fine-Tuning (arXiv:2303.10512)"
     options_cls = AdaLoraOptions
+    title = "AdaLoRA"
+    saved_as = "adalora"
+    peft_type = "ADALORA"
+    order = 60
+    needs_whole_weights = "reallocates ranks from every weight and gradient between steps"
+
+    def recognizes(self, config: dict) -> bool:
+        return config.get("peft_type") == "ADALORA"
+
+    def adapter_numbers(self, opts, targets):
+        """P (r x d_in), Q (d_out x r) and λ (r) per layer, at the starting rank init_r."""
+        r = int(opts.init_r)
+        return sum(r * (d_in + d_out) + r for d_out, d_in in targets), 0, 0
+
+    def rank_overrides(self, rank: int) -> list[str]:
+        """The preset's rank is the final average budget; layers start half as high again."""
+        return [f"variant.init_r={rank + rank // 2}", f"variant.target_r={rank}"]
     rank_option = "init_r"
 
     def build(self, model, opts, ctx):

@@ -1,8 +1,20 @@
 """What every variant is: a name, a one-line description, an options dataclass, and hooks.
 
-Training and export call these hooks through the registry rather than asking `if name == ...`
-(some central modules still do: the plan, presets, storage and distributed; see ARCHITECTURE.md) (PEFT's `PEFT_TYPE_TO_CONFIG_MAPPING` pattern). A variant module defines a subclass,
-and registers one instance with `register(...)` at import time.
+Everything the rest of the studio knows about a variant is asked of it here, never decided by
+`if name == ...` elsewhere (PEFT's `PEFT_TYPE_TO_CONFIG_MAPPING` pattern). A variant module in
+this package defines a subclass and registers one instance with `register(...)` at import; the
+package imports every module it holds, so a ninth variant is one new module and nothing else.
+The registered instance is a prototype that describes the variant; a run calls `for_run()` and
+keeps its own state (Delta-LoRA's tracker, LoRA-drop's selection) on that fresh instance.
+
+What a variant declares (class attributes and plain methods, torch-free):
+    name, title, description, paper, options_cls, order, rank_option, peft_type, saved_as
+    needs_whole_weights            why it cannot run on sharded weights (FSDP, ZeRO-3), or ""
+    moves_base_weights             it changes the frozen W itself (no quantized base)
+    adapter_numbers(opts, targets) its trainable and frozen numbers, for the memory plan
+    rank_overrides(rank)           a preset's rank as this variant's own options
+    recognizes(config)             an adapter_config.json from elsewhere is this variant's file
+    combine_refusal                why peft cannot combine its adapters, or "" (plain LoRA form)
 
 Hooks, in the order a run calls them:
     build(model, opts, ctx)        -> the PEFT model (may run a preliminary stage, like LoRA-drop)
@@ -68,14 +80,40 @@ class BuildContext:
 
 class Variant:
     name: str = ""
+    title: str = ""            # how people write its name (LoRA+, VeRA); the name when empty
     description: str = ""
     paper: str = ""            # the paper it follows: authors, year, title (arXiv id)
     options_cls: type = CommonOptions
+    order: int = 1000          # where the window and the CLI list it (smaller first, then by name)
+    peft_type: str = "LORA"    # the peft_type its saved adapter_config.json has
+    saved_as: str = "lora"     # the variant its saved adapter reads back as (see `recognizes`)
+    # what it does on whole weights outside forward and backward, which sharded weights (FSDP,
+    # DeepSpeed ZeRO-3) cannot give it ("" if nothing: it runs under any launch)
+    needs_whole_weights: str = ""
+    # True if it moves the frozen base weights W themselves (a quantized W cannot take small
+    # updates, and the plan counts the adapted W in fp32)
+    moves_base_weights: bool = False
+    # peft's add_weighted_adapter combines plain LoRA adapters: "" if this variant's saved
+    # adapter is one, else why not (shown when a person picks it for Combine)
+    combine_refusal: str = "peft combines LoRA adapters only (resize it first, which turns it into a LoRA)"
     # the option that sets each adapted layer's rank, which must not exceed the layer's smaller
     # side (None: the rank is not per layer, as VeRA's shared random projections)
     rank_option: str | None = "r"
     # peft "task_type" names for the two tasks
     TASK_TYPES = {"causal-lm": "CAUSAL_LM", "sequence-classification": "SEQ_CLS"}
+
+    def __init__(self) -> None:
+        """Per-run state goes on instances made by `for_run`; subclasses that keep some set it
+        up here."""
+
+    def for_run(self) -> "Variant":
+        """A fresh instance for one run, so that state one run keeps (a tracker, a selection)
+        never lives on the registry's prototype or leaks into the next run."""
+        return type(self)()
+
+    @property
+    def display_name(self) -> str:
+        return self.title or self.name
 
     @property
     def summary(self) -> str:
@@ -85,6 +123,30 @@ class Variant:
 
         doc = (sys.modules[type(self).__module__].__doc__ or "").strip()
         return " ".join(doc.split("\n\n")[0].split())
+
+    # -- what the plan, presets, the gallery and export ask (plain data, no torch) -------------
+
+    def adapter_numbers(self, opts, targets: list[tuple[int, int]]) -> tuple[int, int, int]:
+        """(trainable numbers, frozen adapter numbers, numbers of W kept in an extra fp32 copy)
+        of this variant's adapter on layers of (d_out, d_in) `targets`: the memory plan's input.
+        The default is LoRA's: A (r x d_in) and B (d_out x r) per layer, all trained."""
+        r = int(getattr(opts, "r", 16))
+        return sum(r * (d_in + d_out) for d_out, d_in in targets), 0, 0
+
+    def rank_overrides(self, rank: int) -> list[str]:
+        """A preset's rank as config overrides of this variant's options (alpha = 2 x rank, the
+        usual starting point); [] if the variant's rank means something else."""
+        if self.rank_option is None:
+            return []
+        return [f"variant.{self.rank_option}={rank}", f"variant.alpha={2 * rank}"]
+
+    def recognizes(self, config: dict) -> bool:
+        """True if a stock PEFT adapter_config.json (made elsewhere) is exactly this variant's
+        saved form. Variants that save as plain LoRA (LoRA+, LoRA-FA, ...) leave it False: a
+        file alone cannot tell them from LoRA."""
+        return False
+
+    # -- what a run calls ----------------------------------------------------------------------
 
     def build(self, model, opts, ctx: BuildContext):
         raise NotImplementedError

@@ -6,8 +6,8 @@ which telescopes to W_T − W_0 = λ·s·(B_TA_T − B_aA_a), the anchor (A_a, B
 just before the first update step t = K+1. Dropout on the LoRA branch must be 0 (the paper removes
 it so that dL/dW = dL/d(BA)).
 
-How the pieces share state. The registered `DeltaLora` instance is a singleton used by every run,
-so per-run state lives in a `DeltaLoraTracker` kept in a WeakKeyDictionary on the variant, keyed by
+How the pieces share state. A run works with its own `DeltaLora` instance (`Variant.for_run`), and
+the state lives in a `DeltaLoraTracker` kept in a WeakKeyDictionary on that instance, keyed by
 the PEFT model object that `build` returned (no id() reuse, freed with the model). `callbacks`,
 `checkpoint_state`, `restore_state` and `export_adapter` all fetch (or create) that same tracker,
 so the order in which the Session calls them does not matter. The tracker holds the anchor
@@ -207,8 +207,18 @@ class DeltaLora(Variant):
     description = "LoRA that also moves the frozen weight by λ times each step's change of BA, after K steps."
     paper = "Zi et al. 2023, Delta-LoRA: Fine-Tuning High-Rank Parameters with the Delta of Low-Rank Matrices (arXiv:2309.02411)"
     options_cls = DeltaLoraOptions
+    title = "Delta-LoRA"
+    order = 80
+    needs_whole_weights = "updates the frozen weight W by the change of AB after every step"
+    moves_base_weights = True
+
+    def adapter_numbers(self, opts, targets):
+        """LoRA's A and B, their copies from the last step (the anchor), and W in fp32."""
+        lora, _, _ = super().adapter_numbers(opts, targets)
+        return lora, lora, sum(d_out * d_in for d_out, d_in in targets)
 
     def __init__(self):
+        # one tracker per built model, on the run's own instance (for_run)
         self._trackers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
     def build(self, model, opts, ctx):

@@ -25,6 +25,12 @@ class Lora(Variant):
     description = "Frozen weights plus a trainable low-rank update BA (A random, B zero), scaled by alpha/r."
     paper = "Hu et al. 2021, LoRA: Low-Rank Adaptation of Large Language Models (arXiv:2106.09685)"
     options_cls = LoraOptions
+    title = "LoRA"
+    order = 10
+    combine_refusal = ""
+
+    def recognizes(self, config: dict) -> bool:
+        return config.get("peft_type") == "LORA" and not config.get("use_dora")
 
     def build(self, model, opts, ctx):
         from peft import get_peft_model

@@ -218,9 +218,13 @@ class LoraDrop(Variant):
     description = "Measure each LoRA module's output on a sample; keep the important ones, others share one pair."
     paper = "Zhou et al. 2024, LoRA-drop: Efficient LoRA Parameter Pruning based on Output Evaluation (arXiv:2402.07721)"
     options_cls = LoraDropOptions
+    title = "LoRA-drop"
+    order = 50
+    needs_whole_weights = "measures each layer's adapter output and ties layers together before training"
 
     def __init__(self):
-        # selection per built model, for export_adapter (which gets no ctx)
+        # selection per built model, for export_adapter (which gets no ctx); on the run's own
+        # instance (for_run), never on the registry's
         self._selections: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
     def build(self, model, opts, ctx):

@@ -23,6 +23,14 @@ class LoraFA(Variant):
     description = "LoRA with A frozen after its random init; only B trains (less activation memory)."
     paper = "Zhang et al. 2023, LoRA-FA: Memory-efficient Low-rank Adaptation (arXiv:2308.03303)"
     options_cls = LoraFAOptions
+    title = "LoRA-FA"
+    order = 40
+    needs_whole_weights = "projects B's gradient through the whole frozen A in its optimizer"
+
+    def adapter_numbers(self, opts, targets):
+        """B trains; A is frozen."""
+        r = int(opts.r)
+        return sum(r * d_out for d_out, _ in targets), sum(r * d_in for _, d_in in targets), 0
 
     def build(self, model, opts, ctx):
         from peft import get_peft_model

@@ -26,6 +26,8 @@ class LoraPlus(Variant):
     description = "LoRA with a much higher learning rate for B than for A (ratio ~16)."
     paper = "Hayou et al. 2024, LoRA+: Efficient Low Rank Adaptation of Large Models (arXiv:2402.12354)"
     options_cls = LoraPlusOptions
+    title = "LoRA+"
+    order = 20
 
     def build(self, model, opts, ctx):
         from peft import get_peft_model

@@ -32,6 +32,20 @@ class Vera(Variant):
     paper = "Kopiczko et al. 2024, VeRA: Vector-based Random Matrix Adaptation (arXiv:2310.11454)"
     options_cls = VeraOptions
     rank_option = None   # r is the width of the shared random projections, not a per-layer rank
+    title = "VeRA"
+    saved_as = "vera"
+    peft_type = "VERA"
+    order = 30
+
+    def recognizes(self, config: dict) -> bool:
+        return config.get("peft_type") == "VERA"
+
+    def adapter_numbers(self, opts, targets):
+        """b (d_out) and d (r) per layer train; the shared A and B are sized for the widest layer."""
+        r = int(opts.r)
+        d_in = max((i for _, i in targets), default=0)
+        d_out = max((o for o, _ in targets), default=0)
+        return sum(o + r for o, _ in targets), r * (d_in + d_out), 0
 
     def build(self, model, opts, ctx):
         from peft import VeraConfig, get_peft_model
