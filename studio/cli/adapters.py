@@ -44,11 +44,12 @@ def _floats(text: str, what: str) -> list[float]:
 @guarded
 def cmd_combine(args) -> int:
     from studio.core import export
+    from studio.core.combine import combine
 
     entries = [export.entry_from(a) for a in args.adapters]
     weights = _floats(args.weights, "--weights") if args.weights else [1.0] * len(entries)
     args.progress = progress = Progress()
-    entry = export.combine(entries, weights, method=args.method, name=args.name, density=args.density,
+    entry = combine(entries, weights, method=args.method, name=args.name, density=args.density,
                            progress=progress)
     progress.done()
     print(entry.name)
@@ -59,12 +60,13 @@ def cmd_combine(args) -> int:
 def cmd_resize(args) -> int:
     from studio.core import export
     from studio.core.errors import InputError
+    from studio.core.resize import resize
 
     if (args.rank is None) == (args.energy is None):
         raise InputError("resize: give --rank K or --energy SHARE (one of them)")
     entry = export.entry_from(args.adapter)
     args.progress = progress = Progress()
-    new = export.resize(entry, rank=args.rank, energy=args.energy, name=args.name, progress=progress)
+    new = resize(entry, rank=args.rank, energy=args.energy, name=args.name, progress=progress)
     progress.done()
     kept = new.meta.get("derived_from", {}).get("energy_kept")
     print(f"rank {new.rank}: keeps {kept:.2%} of the update's energy (‖ΔW‖²)", file=sys.stderr)
@@ -113,7 +115,7 @@ def cmd_generate(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from studio.core.export import COMBINE_METHODS
+    from studio.core.combine import COMBINE_METHODS
 
     export = sub.add_parser("export", help="write an adapter merged into its base, or alone")
     export.add_argument("adapter", metavar="ADAPTER", help="a gallery name, an adapter folder or a run folder")

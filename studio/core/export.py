@@ -1,13 +1,11 @@
-"""What the gallery does with an adapter: merge it into its base and write a Hugging Face model
-folder, export the PEFT folder alone, combine several, truncate one to a lower rank, and run it
-next to its base in the playground (playground.py).
+"""Export: a gallery adapter merged into its base as a Hugging Face model folder, or its PEFT
+folder alone; and what combine.py, resize.py and playground.py share: loading an adapter on its
+base, progress and stop, and saving a model in memory as a new gallery entry.
 
 Every adapter in the gallery is a stock PEFT adapter for its ORIGINAL base model (Delta-LoRA
 exports its moved weights as a rank-2r LoRA, LoRA-drop gives each tied module its own copy), so
 loading is always `PeftModel.from_pretrained(base, folder)`, and merging is peft's per-layer
-`merge()` followed by `merge_and_unload()`; combining is peft's `add_weighted_adapter`.
-Written by hand here, because no library does it: the rank truncation (`resize`), which works on
-the low-rank factors of every variant (telemetry/updates.py) instead of a dense ΔW.
+`merge()` followed by `merge_and_unload()`.
 
 Long functions take `progress(message, fraction=None)` and `should_stop()`; a stop raises
 `Cancelled`, and nothing is left behind: results are written to a temporary folder beside the
@@ -26,14 +24,10 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import Cancelled, InputError, first_line
-from .gallery import (ADAPTER_FILES, META, TELEMETRY, UNCHANGED, Entry, Gallery, GalleryError, check_adapter_files,
-                      check_name, same_base)
+from .names import PEFT_PREFIX
+from .gallery import (ADAPTER_FILES, META, TELEMETRY, UNCHANGED, Entry, Gallery, GalleryError, check_adapter_files)
 from .paths import atomic_dir, disk_full_error, temp_path
-from .variants import REGISTRY, Variant, infer_variant
 
-COMBINE_METHODS = ("linear", "svd", "cat", "ties", "dare_linear", "dare_ties", "magnitude_prune")
-DENSITY_METHODS = ("ties", "dare_linear", "dare_ties", "magnitude_prune")
-EQUAL_RANK_METHODS = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json",
                    "merges.txt", "added_tokens.json")
@@ -278,7 +272,7 @@ def merge_layers(model, report: Reporter, start: float = 0.2, end: float = 0.7):
         weight = getattr(layer.get_base_layer(), "weight", None)
         # a NaN or inf anywhere makes the sum non-finite: one reduction, no bool copy of W
         if weight is not None and not torch.isfinite(weight.sum(dtype=torch.float32)):
-            raise GalleryError(f"merging {name.removeprefix('base_model.model.')} gave NaN or infinite weights: "
+            raise GalleryError(f"merging {name.removeprefix(PEFT_PREFIX)} gave NaN or infinite weights: "
                                "the adapter is broken (nothing was written)")
         if i % 8 == 0 or i == len(layers) - 1:
             report(f"merging layer {i + 1} of {len(layers)}", start + (end - start) * (i + 1) / max(1, len(layers)))
@@ -331,94 +325,7 @@ def export_merged(entry: Entry, out_dir, *, overwrite: bool = False, progress=No
     return out
 
 
-# -- combine -----------------------------------------------------------------------------------
-
-def combine_problem(entries: list[Entry], method: str) -> str | None:
-    """Why this set cannot be combined with `method` (one line), or None if it can. Cheap."""
-    if method not in COMBINE_METHODS:
-        return f"method {method!r}: expected one of {', '.join(COMBINE_METHODS)}"
-    if len(entries) < 2:
-        return "choose at least two adapters to combine"
-    names = [e.name for e in entries]
-    if len(set(names)) != len(names):
-        return "an adapter is chosen twice"
-    first = entries[0]
-    for e in entries[1:]:
-        if not same_base(e, first):
-            return (f"{e.name} was trained on {e.base_model or '?'} ({e.task}), {first.name} on "
-                    f"{first.base_model or '?'} ({first.task}): adapters combine only on the same base model")
-    for e in entries:
-        saved = REGISTRY.get(infer_variant(e.config) or "")   # what the file is, whoever trained it
-        if saved is None or saved.combine_refusal:
-            kind = saved.display_name if saved else str(e.config.get("peft_type") or "unknown").lower()
-            refusal = saved.combine_refusal if saved else Variant.combine_refusal
-            return f"{e.name} is {'an' if kind[0].lower() in 'aeiou' else 'a'} {kind} adapter: {refusal}"
-        if e.task == "sequence-classification" or e.config.get("modules_to_save"):
-            return (f"{e.name} trains its own {'classifier head' if e.task != 'causal-lm' else 'extra modules'} "
-                    "(modules_to_save), which peft cannot combine")
-    if method in EQUAL_RANK_METHODS:
-        ranks = {e.name: e.rank for e in entries}
-        if any(e.config.get("rank_pattern") for e in entries):
-            return f"{method} needs one rank everywhere, and an adapter has per-layer ranks; use cat or svd"
-        if len(set(ranks.values())) > 1:
-            listed = ", ".join(f"{n}: {r}" for n, r in ranks.items())
-            return f"{method} needs adapters of equal rank ({listed}); use cat or svd"
-    kinds = {type(e.config.get("target_modules")).__name__ for e in entries}
-    if len(kinds) > 1:
-        return "the adapters name their target modules in different ways (a pattern and a list); use resize first"
-    return None
-
-
-def combine(entries: list[Entry], weights: list[float], *, method: str = "linear", name: str | None = None,
-            density: float = 0.5, gallery: Gallery | None = None, progress=None, should_stop=None) -> Entry:
-    """peft's add_weighted_adapter over several gallery adapters of one base: a new entry."""
-    gallery = gallery or Gallery()
-    report = Reporter(progress, should_stop)
-    problem = combine_problem(entries, method)
-    if problem:
-        raise GalleryError(f"combine: {problem}")
-    weights = [float(w) for w in weights]
-    if len(weights) != len(entries):
-        raise GalleryError(f"combine: expected {len(entries)} weights (one per adapter), got {len(weights)}")
-    if method in DENSITY_METHODS and not 0 < density <= 1:
-        raise GalleryError(f"combine: density expected in (0, 1], got {density}")
-    name = check_name(name) if name else gallery.unique_name(f"{entries[0].name}+{len(entries) - 1}-{method}")
-    if (gallery.root / name).exists():
-        raise GalleryError(f"gallery: an adapter named {name!r} already exists")
-
-    model, tokenizer = load_adapted(entries[0], report=report)
-    names = [ADAPTER]
-    kwargs = {"density": density} if method in DENSITY_METHODS else {}
-    try:
-        for i, e in enumerate(entries[1:], start=1):
-            report.check()
-            report(f"loading {e.name}", 0.1 + 0.3 * i / len(entries))
-            model.load_adapter(str(e.path), adapter_name=f"a{i}")
-            names.append(f"a{i}")
-        report.check()
-        report(f"combining ({method})", 0.5)
-        model.add_weighted_adapter(names, weights, "combined", combination_type=method, **kwargs)
-    except (ValueError, RuntimeError, KeyError, TypeError) as e:
-        first = first_line(e)
-        raise GalleryError(f"combine: peft could not combine these adapters ({first[:300]})") from None
-    report.check()
-    first = entries[0]
-    meta = {"base_model": first.base_model, "base_path": first.meta.get("base_path"),
-            "base_fingerprint": first.base_fingerprint, "task": first.task, "variant": "lora",
-            "labels": first.labels, "metrics": {},
-            "options": {"r": int(model.peft_config["combined"].r), "method": method, "weights": weights,
-                        **({"density": density} if kwargs else {})},
-            "derived_from": {"combine": [e.name for e in entries], "method": method, "weights": weights}}
-    def save(scratch: Path) -> Path:
-        model.save_pretrained(str(scratch), selected_adapters=["combined"])
-        return scratch / "combined"     # peft writes a non-default adapter into its own subfolder
-
-    entry = _save_as_entry(gallery, name, meta, save, tokenizer, report)
-    report(f"combined into {entry.name}", 1.0)
-    return entry
-
-
-def _save_as_entry(gallery: Gallery, name: str, meta: dict, save: Callable[[Path], Path], tokenizer,
+def save_as_entry(gallery: Gallery, name: str, meta: dict, save: Callable[[Path], Path], tokenizer,
                    report: Reporter) -> Entry:
     """A new gallery entry from a model in memory: `save(scratch)` writes the PEFT files into a
     hidden scratch folder in the gallery (and returns where they are), the tokenizer joins them,
@@ -438,148 +345,3 @@ def _save_as_entry(gallery: Gallery, name: str, meta: dict, save: Callable[[Path
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-# -- resize (truncated SVD of ΔW) ----------------------------------------------------------------
-
-def _layer_svds(model) -> list[tuple]:
-    """(update, Us, S, Vs) per adapted layer with U·K·Vᵀ = Us·diag(S)·Vsᵀ, S descending, in
-    float64. Hand-written: a QR of each factor and the SVD of the small core (p×q), never the
-    dense d_out×d_in ΔW; peft's svd combination is dense and works on LoRA only."""
-    import torch
-
-    from .telemetry.updates import f64, peft_updates
-
-    out = []
-    for u in peft_updates(model):
-        U, V, K = f64(u.U).cpu(), f64(u.V).cpu(), f64(u.K).cpu()
-        if U.shape[1] == 0 or V.shape[1] == 0:
-            out.append((u, U[:, :0], torch.zeros(0, dtype=torch.float64), V[:, :0]))
-            continue
-        qu, ru = torch.linalg.qr(U)
-        qv, rv = torch.linalg.qr(V)
-        core = (ru * K) @ rv.T if K.dim() == 1 else ru @ K @ rv.T
-        uc, s, vch = torch.linalg.svd(core, full_matrices=False)
-        out.append((u, qu @ uc, s, qv @ vch.T))
-    return out
-
-
-def _curve(svds) -> dict:
-    import torch
-
-    max_rank = max((int(s.numel()) for _, _, s, _ in svds), default=0)
-    total = float(sum(float((s ** 2).sum()) for _, _, s, _ in svds))
-    kept = torch.zeros(max_rank, dtype=torch.float64)
-    for _, _, s, _ in svds:
-        if s.numel():
-            e = torch.cumsum(s ** 2, 0)
-            padded = torch.cat([e, e[-1:].expand(max_rank - e.numel())]) if e.numel() < max_rank else e
-            kept += padded
-    shares = [float(k / total) if total > 0 else 1.0 for k in kept]
-    if shares:
-        shares[-1] = 1.0
-    return {"ranks": list(range(1, max_rank + 1)), "kept": shares, "max_rank": max_rank, "total_energy": total}
-
-
-def energy_curve(entry: Entry, *, progress=None, should_stop=None) -> dict:
-    """The share of ‖ΔW‖²_F (summed over layers) a uniform rank k keeps, for k = 1..max_rank.
-    For DoRA, ΔW is the low-rank update of the direction (the magnitude is kept as it is)."""
-    report = Reporter(progress, should_stop)
-    model, _ = load_adapted(entry, report=report)
-    report.check()
-    report("computing the spectrum of every update", 0.6)
-    curve = _curve(_layer_svds(model))
-    curve["current_rank"] = entry.rank or curve["max_rank"]
-    report("done", 1.0)
-    return curve
-
-
-def rank_for_energy(curve: dict, energy: float) -> int:
-    for rank, kept in zip(curve["ranks"], curve["kept"]):
-        if kept >= energy - 1e-12:
-            return rank
-    return curve["max_rank"]
-
-
-def resize(entry: Entry, *, rank: int | None = None, energy: float | None = None, name: str | None = None,
-           gallery: Gallery | None = None, progress=None, should_stop=None) -> Entry:
-    """A new entry: every layer's ΔW truncated to `rank` by SVD (or to the smallest uniform rank
-    that keeps `energy` of ‖ΔW‖²_F), written as a standard PEFT LoRA adapter (B = Us·√S,
-    A = √S·Vsᵀ, scaling 1). DoRA stays DoRA (its magnitude is kept); a classifier head is kept."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from peft.utils.other import ModulesToSaveWrapper
-
-    gallery = gallery or Gallery()
-    report = Reporter(progress, should_stop)
-    if (rank is None) == (energy is None):
-        raise InputError("resize: give either a rank or an energy share to keep")
-    if energy is not None and not 0 < float(energy) <= 1:
-        raise InputError(f"resize: energy expected in (0, 1], got {energy}")
-    if rank is not None and (int(rank) != rank or int(rank) < 1):
-        raise InputError(f"resize: rank expected a whole number of at least 1, got {rank}")
-    if name:
-        check_name(name)
-        if (gallery.root / name).exists():
-            raise GalleryError(f"gallery: an adapter named {name!r} already exists")
-
-    model, tokenizer = load_adapted(entry, report=report)
-    report.check()
-    report("computing the spectrum of every update", 0.3)
-    svds = _layer_svds(model)
-    curve = _curve(svds)
-    if curve["max_rank"] == 0:
-        raise GalleryError(f"{entry.name}: the adapter's update is empty (nothing to resize)")
-    if rank is not None and int(rank) > curve["max_rank"]:
-        raise InputError(f"resize: rank {rank} is above this adapter's largest update rank ({curve['max_rank']})")
-    k = int(rank) if rank is not None else rank_for_energy(curve, float(energy))
-    kept = curve["kept"][k - 1]
-    report(f"rank {k} keeps {kept:.2%} of ‖ΔW‖²", 0.5)
-
-    heads = {n: {key: v.detach().clone() for key, v in m.modules_to_save[ADAPTER].state_dict().items()}
-             for n, m in model.base_model.model.named_modules() if isinstance(m, ModulesToSaveWrapper)}
-    is_dora = any(u.is_dora for u, *_ in svds)
-    source_cfg = model.peft_config[ADAPTER]
-    layers = {}
-    for u, us, s, vs in svds:
-        root = torch.sqrt(s[:k])
-        b = torch.zeros(us.shape[0], k, dtype=torch.float64)
-        a = torch.zeros(k, vs.shape[0], dtype=torch.float64)
-        n = root.numel()
-        b[:, :n] = us[:, :n] * root
-        a[:n, :] = (vs[:, :n] * root).T
-        layers[u.name] = (a, b, None if u.magnitude is None else u.magnitude.detach().clone())
-    report.check()
-    base = model.unload()
-    del model
-    dtype = next(base.parameters()).dtype
-    config = LoraConfig(r=k, lora_alpha=k, target_modules=sorted(layers), lora_dropout=0.0, use_dora=is_dora,
-                        task_type=getattr(source_cfg, "task_type", None),
-                        modules_to_save=sorted({n.rsplit(".", 1)[-1] for n in heads}) or None)
-    new = get_peft_model(base, config)
-    with torch.no_grad():
-        for layer_name, (a, b, magnitude) in layers.items():
-            layer = new.base_model.model.get_submodule(layer_name)
-            layer.lora_A[ADAPTER].weight.copy_(a.to(dtype))
-            layer.lora_B[ADAPTER].weight.copy_(b.to(dtype))
-            if magnitude is not None:
-                layer.lora_magnitude_vector[ADAPTER].weight.copy_(magnitude.to(dtype))
-        for head_name, state in heads.items():
-            wrapper = new.base_model.model.get_submodule(head_name)
-            wrapper.modules_to_save[ADAPTER].load_state_dict(state)
-    new.peft_config[ADAPTER].base_model_name_or_path = source_cfg.base_model_name_or_path
-    report.check()
-    name = name or gallery.unique_name(f"{entry.name[:70]}-r{k}")
-    meta = {key: entry.meta[key] for key in ("base_model", "base_path", "base_fingerprint", "task", "labels")
-            if key in entry.meta}
-    meta.update({"variant": infer_variant(new.peft_config[ADAPTER].to_dict()), "metrics": {},
-                 "options": {"r": k, "alpha": float(k), "energy_kept": kept},
-                 "derived_from": {"resize": entry.name, "rank": k, "energy_kept": kept,
-                                  "from_variant": entry.variant}})
-    def save(scratch: Path) -> Path:
-        new.save_pretrained(str(scratch))
-        return scratch
-
-    result = _save_as_entry(gallery, name, meta, save, tokenizer, report)
-    report(f"resized {entry.name} to rank {k} ({kept:.2%} of ‖ΔW‖² kept) as {result.name}", 1.0)
-    return result

@@ -26,16 +26,12 @@ from .datafiles import read_rows
 from .dataformats import IGNORE, TASKS, choose_format
 from .datasplit import cap_eval, hold_out, pack, token_lengths
 from .datatokenize import keep_examples, tokenize_rows
-from .errors import DataError
+from .errors import Cancelled, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import DataSection
 
 WATCH_ROWS = 16  # rows tokenized between two should_stop questions
-
-
-class PreviewCancelled(Exception):
-    """preview_dataset stopped because should_stop() said so. Not an error: nothing to show."""
 
 
 _CACHE_SIZE = 3
@@ -94,7 +90,7 @@ def preview_dataset(data: "DataSection", model_source: str, task: str, rows: int
     converted first: slow once), so call it from a worker thread.
 
     `progress(message)` hears each phase; `should_stop()` is asked between phases and every few rows
-    while tokenizing, and True aborts with PreviewCancelled. Data errors raise the DataError lines
+    while tokenizing, and True aborts with Cancelled (nothing to show). Data errors raise the DataError lines
     training raises; model errors the ModelError lines. `seed` is train.seed (it picks the eval rows).
 
     Returns a dict:
@@ -109,13 +105,12 @@ def preview_dataset(data: "DataSection", model_source: str, task: str, rows: int
       warnings (list of lines).
     """
     import numpy as np
-    import numpy as np
 
     say = progress or (lambda message: None)
 
     def check():
         if should_stop is not None and should_stop():
-            raise PreviewCancelled("dataset preview cancelled")
+            raise Cancelled("dataset preview cancelled")
 
     if task not in TASKS:
         raise DataError(f"data: unknown task '{task}' (expected one of {', '.join(TASKS)})")

@@ -13,7 +13,7 @@ from studio.core.errors import StudioError
 from studio.core.gallery import Entry, Gallery
 from studio.core.modelcache import human_size
 
-from .gallery_dialog_parts import dialog_buttons, entry_size, export_engine, name_problem, problem_label
+from .gallery_dialog_parts import dialog_buttons, entry_size, name_problem, problem_label
 from .gallery_text import muted, short_base
 
 # what each combination method does, for the method combo's tooltips and the note under it
@@ -47,9 +47,10 @@ class CombineDialog(QDialog):
         self.entries = [entry] + [e for e in compatible if e.name != entry.name]
         self._name_edited = False     # once the person types a name, it is no longer made up for them
         self._default = ""
-        engine = export_engine()
-        methods = list(engine.COMBINE_METHODS)
-        self.density_methods = set(engine.DENSITY_METHODS)
+        from studio.core.combine import COMBINE_METHODS, DENSITY_METHODS   # torch-free
+
+        methods = list(COMBINE_METHODS)
+        self.density_methods = set(DENSITY_METHODS)
 
         head = QLabel(f"Combine <b>{entry.name}</b> with other adapters on the same base model "
                       f"(<i>{short_base(entry.base_model)}</i>, {entry.task}) into a new gallery entry. "
@@ -166,9 +167,10 @@ class CombineDialog(QDialog):
 
     def current_problem(self) -> str | None:
         entries, weights = self.chosen()
-        engine = export_engine()
+        from studio.core.combine import combine_problem   # cheap, torch-free
+
         try:
-            problem = engine.combine_problem(entries, self.method())
+            problem = combine_problem(entries, self.method())
         except StudioError as e:
             problem = str(e)
         if problem:

@@ -283,9 +283,9 @@ class GalleryController(QObject):
         if plan == ASK and not self.ask_replace(target, what, entry.name):
             return
         overwrite = plan == ASK
-        from studio.core import export as engine
+        from studio.core import export
 
-        fn = engine.export_merged if kind == "merged" else engine.export_adapter
+        fn = export.export_merged if kind == "merged" else export.export_adapter
         gallery = self.view.gallery
 
         def work(progress, should_stop):
@@ -369,14 +369,14 @@ class GalleryController(QObject):
         dialog.open()
 
     def _on_combine_accepted(self, dialog) -> None:
-        from studio.core import export as engine
+        from studio.core.combine import combine
 
         entries, weights = dialog.chosen()
         method, density, name, gallery = dialog.method(), dialog.density(), dialog.name(), self.view.gallery
 
         def work(progress, should_stop):
-            return engine.combine(entries, weights, method=method, name=name, density=density, gallery=gallery,
-                                  progress=progress, should_stop=should_stop)
+            return combine(entries, weights, method=method, name=name, density=density, gallery=gallery,
+                           progress=progress, should_stop=should_stop)
 
         self.start_job(f"combining {len(entries)} adapters ({method})", work,
                        lambda entry: self._on_added(entry, f"combined {', '.join(e.name for e in entries)} "
@@ -395,13 +395,13 @@ class GalleryController(QObject):
         dialog.start()
 
     def _on_resize_accepted(self, dialog) -> None:
-        from studio.core import export as engine
+        from studio.core.resize import resize as resize_adapter
 
         entry, choice, name, gallery = dialog.entry, dialog.choice(), dialog.name(), self.view.gallery
 
         def work(progress, should_stop):
-            return engine.resize(entry, **choice, name=name, gallery=gallery, progress=progress,
-                                 should_stop=should_stop)
+            return resize_adapter(entry, **choice, name=name, gallery=gallery, progress=progress,
+                                  should_stop=should_stop)
 
         how = f"rank {choice['rank']}" if "rank" in choice else f"{100 * choice['energy']:.1f}% of ‖ΔW‖²"
         self.start_job(f"resizing {entry.name} to {how}", work,

@@ -1,9 +1,10 @@
 """What the gallery's Combine and Resize dialogs share: their OK/Cancel buttons, the label that
-says why OK is off, the check of a new entry's name, an entry's size, and the engine module.
+says why OK is off, the check of a new entry's name, and an entry's size.
 
 Both dialogs only collect a choice; the controller (gallery_actions.GalleryController) runs the
-combine or resize itself in a BackgroundJob. What the engine can check cheaply (studio.core.export's
-combine_problem, gallery names) is checked live and keeps OK disabled with the reason shown.
+combine or resize itself in a background task. What the engine can check cheaply
+(studio.core.combine's combine_problem, gallery names) is checked live and keeps OK disabled with
+the reason shown.
 """
 
 from __future__ import annotations
@@ -15,13 +16,6 @@ from studio.core.errors import StudioError
 from studio.core.gallery import Entry, Gallery, check_name
 
 from .forms import ERROR_STYLE
-
-
-def export_engine():
-    """studio.core.export (its functions import torch when called, not at import)."""
-    from studio.core import export
-
-    return export
 
 
 def name_problem(gallery: Gallery, name: str) -> str | None:

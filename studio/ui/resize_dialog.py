@@ -19,7 +19,7 @@ from studio.core.gallery import Entry, Gallery
 from studio.core.modelcache import human_size
 
 from .charts.common import SERIES_COLOURS
-from .gallery_dialog_parts import dialog_buttons, entry_size, export_engine, name_problem, problem_label
+from .gallery_dialog_parts import dialog_buttons, entry_size, name_problem, problem_label
 from .tasks import TaskSlot
 
 
@@ -203,11 +203,12 @@ class ResizeDialog(QDialog):
 
     def start(self) -> None:
         """Measure the curve in the background (the dialog waits on it)."""
-        engine = export_engine()
+        from studio.core.resize import energy_curve   # torch is imported inside, on the task's thread
+
         entry = self.entry
 
         def work(progress, should_stop):
-            return engine.energy_curve(entry, progress=progress, should_stop=should_stop)
+            return energy_curve(entry, progress=progress, should_stop=should_stop)
 
         self.curve_task.start(work, done=self.set_curve, failed=self._on_curve_failed,
                               cancelled=lambda: self._on_curve_failed(None), progress=self._on_curve_progress)
@@ -226,7 +227,7 @@ class ResizeDialog(QDialog):
         self._syncing = True
         self.rank_spin.setRange(1, max(max_rank, 1))
         self.rank_spin.setSuffix(f" of {current}")
-        from studio.core.export import rank_for_energy   # torch is imported inside its functions only
+        from studio.core.resize import rank_for_energy   # torch is imported inside its functions only
 
         start = rank_for_energy(curve, 0.99) if kept else 1
         if start >= current:
@@ -267,7 +268,7 @@ class ResizeDialog(QDialog):
     def rank(self) -> int:
         """The rank the choice amounts to (for energy: the uniform rank reaching it)."""
         if self.by_energy.isChecked():
-            from studio.core.export import rank_for_energy
+            from studio.core.resize import rank_for_energy
 
             return rank_for_energy(self.curve, self.energy_spin.value() / 100.0) if self.kept() else 1
         return self.rank_spin.value()
@@ -279,7 +280,7 @@ class ResizeDialog(QDialog):
         return kept[min(self.rank(), len(kept)) - 1]
 
     def choice(self) -> dict:
-        """The keyword for studio.core.export.resize: {"rank": r} or {"energy": share}."""
+        """The keyword for studio.core.resize.resize: {"rank": r} or {"energy": share}."""
         if self.by_energy.isChecked():
             return {"energy": round(self.energy_spin.value() / 100.0, 4)}
         return {"rank": self.rank_spin.value()}

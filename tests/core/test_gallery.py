@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from conftest import DATASETS
+from studio.core import combine as combining
 from studio.core import export
+from studio.core import resize as resizing
 from studio.core.config import RunConfig
 from studio.core.errors import Cancelled, InputError
 from studio.core.gallery import Gallery, GalleryError, check_name
@@ -284,7 +286,7 @@ def _deltas(model) -> dict:
 
 def test_combine_cat_is_the_weighted_sum_and_loads_in_stock_peft(trained):
     a, b = _entry(trained["lora"]), _entry(trained["lora-b"])
-    combined = export.combine([a, b], [1.0, -0.5], method="cat")
+    combined = combining.combine([a, b], [1.0, -0.5], method="cat")
     assert combined.rank == 8 and combined.meta["derived_from"]["combine"] == [a.name, b.name]
     base_path = a.meta["base_path"]
     got = _deltas(_stock_peft(base_path, combined.path))
@@ -297,7 +299,7 @@ def test_combine_cat_is_the_weighted_sum_and_loads_in_stock_peft(trained):
 @pytest.mark.parametrize("method", ["linear", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"])
 def test_every_combination_method_gives_an_adapter_stock_peft_loads(trained, method):
     a, b = _entry(trained["lora"]), _entry(trained["lora-b"])
-    combined = export.combine([a, b], [0.7, 0.3], method=method, density=0.5)
+    combined = combining.combine([a, b], [0.7, 0.3], method=method, density=0.5)
     model = _stock_peft(a.meta["base_path"], combined.path)
     logits = _logits(model, trained["lora"].tokenizer)
     assert torch.isfinite(logits).all()
@@ -307,17 +309,17 @@ def test_every_combination_method_gives_an_adapter_stock_peft_loads(trained, met
 def test_incompatible_sets_are_refused_with_a_reason(trained):
     lora, r8 = _entry(trained["lora"]), _entry(trained["lora-r8"])
     dora, vera = _entry(trained["dora"]), _entry(trained["vera"])
-    assert "equal rank" in export.combine_problem([lora, r8], "linear")
-    assert export.combine_problem([lora, r8], "cat") is None
-    assert "DoRA" in export.combine_problem([lora, dora], "svd")
-    assert "vera" in export.combine_problem([vera, lora], "cat")
-    assert "at least two" in export.combine_problem([lora], "cat")
+    assert "equal rank" in combining.combine_problem([lora, r8], "linear")
+    assert combining.combine_problem([lora, r8], "cat") is None
+    assert "DoRA" in combining.combine_problem([lora, dora], "svd")
+    assert "vera" in combining.combine_problem([vera, lora], "cat")
+    assert "at least two" in combining.combine_problem([lora], "cat")
     other = export.Entry("other", lora.path, dict(lora.meta, base_model="elsewhere", base_fingerprint="0" * 16),
                          lora.config)
-    assert "same base model" in export.combine_problem([lora, other], "cat")
+    assert "same base model" in combining.combine_problem([lora, other], "cat")
     before = {e.name for e in Gallery().entries()}
     with pytest.raises(GalleryError, match="equal rank"):
-        export.combine([lora, r8], [1, 1], method="linear")
+        combining.combine([lora, r8], [1, 1], method="linear")
     assert {e.name for e in Gallery().entries()} == before
 
 
@@ -331,7 +333,7 @@ def test_a_stopped_combine_leaves_no_entry(trained):
         return calls["n"] > 5
 
     with pytest.raises(Cancelled):
-        export.combine([_entry(trained["lora"]), _entry(trained["lora-b"])], [1, 1], method="cat",
+        combining.combine([_entry(trained["lora"]), _entry(trained["lora-b"])], [1, 1], method="cat",
                        name="never", should_stop=should_stop)
     assert sorted(p.name for p in gallery.root.iterdir()) == before
 
@@ -342,9 +344,9 @@ def test_a_stopped_combine_leaves_no_entry(trained):
 def test_resize_at_full_energy_reproduces_the_adapter(trained, which):
     session = trained[which]
     entry = _entry(session)
-    curve = export.energy_curve(entry)
+    curve = resizing.energy_curve(entry)
     assert curve["kept"][-1] == 1.0 and curve["kept"] == sorted(curve["kept"])
-    full = export.resize(entry, energy=1.0)
+    full = resizing.resize(entry, energy=1.0)
     assert full.rank == curve["max_rank"] and full.variant == ("dora" if which == "dora" else "lora")
     assert json.loads((full.path / "adapter_config.json").read_text())["peft_type"] == "LORA"
     got = _logits(_stock_peft(entry.meta["base_path"], full.path), session.tokenizer)
@@ -353,9 +355,9 @@ def test_resize_at_full_energy_reproduces_the_adapter(trained, which):
 
 def test_resize_to_a_lower_rank_keeps_the_energy_it_reports(trained):
     entry = _entry(trained["lora-r8"])
-    curve = export.energy_curve(entry)
+    curve = resizing.energy_curve(entry)
     share = (curve["kept"][1] + curve["kept"][2]) / 2     # between ranks 2 and 3: needs rank 3
-    small = export.resize(entry, energy=share)
+    small = resizing.resize(entry, energy=share)
     assert small.rank == 3
     assert small.meta["derived_from"]["energy_kept"] == pytest.approx(curve["kept"][2])
     model = _stock_peft(entry.meta["base_path"], small.path)
@@ -365,7 +367,7 @@ def test_resize_to_a_lower_rank_keeps_the_energy_it_reports(trained):
     for d in deltas.values():
         assert torch.linalg.matrix_rank(d).item() <= 3
     with pytest.raises(InputError, match="above"):
-        export.resize(entry, rank=curve["max_rank"] + 1)
+        resizing.resize(entry, rank=curve["max_rank"] + 1)
 
 
 # -- playground ------------------------------------------------------------------------------------

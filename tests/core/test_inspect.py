@@ -22,9 +22,9 @@ from studio.core import inspect as insp
 from studio.core.config import DataSection
 from studio.core.data import prepare_data
 from studio.core.dataformats import IGNORE
-from studio.core.errors import DataError, ModelError
+from studio.core.errors import Cancelled, DataError, ModelError
 from studio.core.ggufheader import read_gguf_header
-from studio.core.inspect import PreviewCancelled, preview_dataset
+from studio.core.inspect import preview_dataset
 from studio.core.modelfiles import describe_model
 from studio.core.models import gguf_cache_folder, load_tokenizer, locate_source, resolve_source
 
@@ -432,7 +432,7 @@ def test_tokenizer_is_cached_per_model(files, tiny_llama, monkeypatch):
 
 def test_should_stop_cancels_between_phases_and_while_tokenizing(tiny_llama):
     section = DataSection(path=str(DATASETS / "chat_sample.jsonl"))
-    with pytest.raises(PreviewCancelled):
+    with pytest.raises(Cancelled):
         preview_dataset(section, tiny_llama, "causal-lm", should_stop=lambda: True)
     asked = []
 
@@ -440,7 +440,7 @@ def test_should_stop_cancels_between_phases_and_while_tokenizing(tiny_llama):
         asked.append(1)
         return len(asked) > 8
 
-    with pytest.raises(PreviewCancelled):
+    with pytest.raises(Cancelled):
         preview_dataset(section, tiny_llama, "causal-lm", should_stop=later)
     assert len(asked) == 9
     # the cached tokenizer's lock was released: another preview (another thread) goes through
