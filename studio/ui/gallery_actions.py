@@ -34,6 +34,7 @@ from studio.core.modelcache import human_size
 from .combine_dialog import CombineDialog
 from .export_dialog import ExportFolderDialog
 from .gallery_cards import Card
+from .gallery_text import failure_line
 from .gallery_view import GalleryView
 from .playground import PlaygroundDialog
 from .resize_dialog import ResizeDialog
@@ -425,11 +426,8 @@ class GalleryController(QObject):
             self.playground.forget(entry.name)
         try:
             renamed = self.view.gallery.rename(entry.name, str(new).strip())
-        except StudioError as e:
-            self.window.show_error(str(e))
-            return
-        except OSError as e:
-            self.window.show_error(f"{entry.name}: cannot rename ({e.strerror or e})")
+        except (StudioError, OSError) as e:
+            self.window.show_error(failure_line(entry.name, "cannot rename", e))
             return
         self.window.hide_error()
         self.view.refresh(select=renamed.name)
@@ -447,11 +445,8 @@ class GalleryController(QObject):
             self.playground.forget(entry.name)
         try:
             self.view.gallery.delete(entry.name)
-        except StudioError as e:
-            self.window.show_error(str(e))
-            return
-        except OSError as e:
-            self.window.show_error(f"{entry.name}: cannot delete ({e.strerror or e})")
+        except (StudioError, OSError) as e:
+            self.window.show_error(failure_line(entry.name, "cannot delete", e))
             return
         self.window.hide_error()
         self.view.refresh(select="")

@@ -9,13 +9,12 @@ the reason shown.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialogButtonBox, QLabel
 
 from studio.core.errors import StudioError
 from studio.core.gallery import Entry, Gallery, check_name
 
-from .forms import ERROR_STYLE
+from .panels.labels import error_label
 
 
 def name_problem(gallery: Gallery, name: str) -> str | None:
@@ -41,12 +40,7 @@ def dialog_buttons(ok_name: str, ok_text: str) -> QDialogButtonBox:
 
 def problem_label(name: str) -> QLabel:
     """The label under a dialog's choices that says, in the error colour, why OK is disabled."""
-    label = QLabel()
-    label.setObjectName(name)
-    label.setWordWrap(True)
-    label.setStyleSheet(ERROR_STYLE)
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    return label
+    return error_label(name, hidden=False)
 
 
 def entry_size(entry: Entry) -> int:

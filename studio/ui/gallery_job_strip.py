@@ -1,5 +1,5 @@
 """The strip under the gallery's cards that shows a running gallery job (GalleryJobStrip): its
-message, its progress and a Cancel button.
+message, its progress (`show_fraction`, which the Resize dialog's bar uses too) and a Cancel button.
 """
 
 from __future__ import annotations
@@ -42,9 +42,14 @@ class GalleryJobStrip(QWidget):
         self.show()
         self.label.setText(message)
         self.label.setToolTip(message)
-        if fraction is None:
-            self.progress_bar.setRange(0, 0)
-        else:
-            self.progress_bar.setRange(0, 1000)
-            self.progress_bar.setValue(int(round(fraction * 1000)))
+        show_fraction(self.progress_bar, fraction)
         self.cancel_button.setEnabled(True)
+
+
+def show_fraction(bar: QProgressBar, fraction: float | None) -> None:
+    """A task's progress on a bar: determinate when the share done is known, else busy."""
+    if fraction is None:
+        bar.setRange(0, 0)
+    else:
+        bar.setRange(0, 1000)
+        bar.setValue(int(round(fraction * 1000)))

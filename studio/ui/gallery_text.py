@@ -1,5 +1,6 @@
 """How the gallery writes things: short base-model names and dates, task names, muted and bold
-labels. Shared by the cards, the details pane, the dialogs and the playground.
+labels, and the one line for a change that failed. Shared by the cards, the details pane, the
+dialogs, the actions and the playground.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QLabel
+
+from studio.core.errors import StudioError
 
 TASK_TEXT = {"causal-lm": "causal LM", "sequence-classification": "classifier"}
 MUTED = "color: palette(placeholder-text);"
@@ -42,3 +45,11 @@ def short_base(base: str) -> str:
     if "\\" in base:
         return base.replace("\\", "/").rsplit("/", 1)[-1]
     return base
+
+
+def failure_line(name: str, doing: str, error: Exception) -> str:
+    """One line for a gallery change that failed: the engine's own sentence (a StudioError), or
+    the operating system's reason ("adapter-1: cannot rename (Permission denied)")."""
+    if isinstance(error, StudioError):
+        return str(error)
+    return f"{name}: {doing} ({getattr(error, 'strerror', None) or error})"

@@ -26,7 +26,7 @@ from .gallery_cards import CARD_ROLE, Card, GalleryListModel
 from .gallery_details import GalleryDetails
 from .gallery_filters import GalleryFilters
 from .gallery_job_strip import GalleryJobStrip
-from .gallery_text import muted
+from .gallery_text import failure_line, muted
 
 WIDE = 760                    # px: wider than this, the details sit beside the cards, else below
 # px: the width the gallery asks for (sizeHint), which shows the sort and filter combos, a card's
@@ -258,11 +258,8 @@ class GalleryView(QWidget):
     def _on_details_notes_finished(self, name: str, notes: str) -> None:
         try:
             entry = self.gallery.annotate(name, notes)
-        except StudioError as e:
-            self.failed.emit(str(e))
-            return
-        except OSError as e:
-            self.failed.emit(f"{name}: notes not saved ({e.strerror or e})")
+        except (StudioError, OSError) as e:
+            self.failed.emit(failure_line(name, "notes not saved", e))
             return
         for card in self.cards:
             if card.name == name:

@@ -240,11 +240,15 @@ class PlaygroundDialog(QDialog):
 
     def _on_load_failed(self, text: str | None) -> None:
         self._pending = False
-        if text:
-            self._set_status(text, error=True)
-            self.failed.emit(text)
+        self._ended(text, "loading cancelled")
+
+    def _ended(self, error: str | None, cancelled: str) -> None:
+        """A task ended without a result: its error (shown and signalled), or `cancelled`."""
+        if error:
+            self._set_status(error, error=True)
+            self.failed.emit(error)
         else:
-            self._set_status("loading cancelled")
+            self._set_status(cancelled)
         self._update_controls()
 
     def release(self, wait: bool = False) -> None:
@@ -334,12 +338,7 @@ class PlaygroundDialog(QDialog):
 
     def _on_run_failed(self, message: str | None) -> None:
         self._on_pump_arrived()
-        if message:
-            self._set_status(message, error=True)
-            self.failed.emit(message)
-        else:
-            self._set_status("stopped")
-        self._update_controls()
+        self._ended(message, "stopped")
 
     def show_classification(self, result: dict) -> None:
         self.classification.show_result(result)

@@ -20,6 +20,7 @@ from studio.core.modelcache import human_size
 
 from .charts.common import SERIES_COLOURS
 from .gallery_dialog_parts import dialog_buttons, entry_size, name_problem, problem_label
+from .gallery_job_strip import show_fraction
 from .tasks import TaskSlot
 
 
@@ -239,11 +240,7 @@ class ResizeDialog(QDialog):
 
     def _on_curve_progress(self, message: str, fraction) -> None:
         self.progress_label.setText(message)
-        if fraction is None:
-            self.progress_bar.setRange(0, 0)
-        else:
-            self.progress_bar.setRange(0, 1000)
-            self.progress_bar.setValue(int(round(fraction * 1000)))
+        show_fraction(self.progress_bar, fraction)
 
     def _on_curve_failed(self, text: str | None) -> None:
         self.progress_bar.setRange(0, 1)

@@ -10,14 +10,16 @@ from ..forms import ERROR_STYLE
 NOTE_STYLE = "color: palette(placeholder-text);"
 
 
-def error_label(name: str) -> QLabel:
-    """A hidden, word-wrapped, selectable label in the error style (shown by `show_error`)."""
+def error_label(name: str, hidden: bool = True) -> QLabel:
+    """A word-wrapped, selectable label in the error style; hidden until `show_error` unless
+    `hidden` is False (the gallery dialogs' problem line)."""
     label = QLabel()
     label.setObjectName(name)
     label.setStyleSheet(ERROR_STYLE)
     label.setWordWrap(True)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    label.hide()
+    if hidden:
+        label.hide()
     return label
 
 
