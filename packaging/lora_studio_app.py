@@ -10,6 +10,9 @@ if __name__ == "__main__":
     # datasets may start worker processes; in a frozen app they re-run this program, which must
     # hand them to multiprocessing instead of opening a second window
     multiprocessing.freeze_support()
-    from studio.cli import main
+    from studio.core.childcmd import run_frozen_child
 
-    sys.exit(main())
+    if not run_frozen_child(sys.argv):   # a run's process or the engine job process, else the program
+        from studio.cli import main
+
+        sys.exit(main())

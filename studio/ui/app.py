@@ -97,6 +97,11 @@ def main(path: str | None = None, screenshot: str | None = None, screenshot_dela
         return app.exec()
     finally:
         dispose(window)
+        from studio.core.engineclient import shutdown_engine
+        from studio.core.runprocess import close_spare
+
+        close_spare()     # the spare run process and the engine exit now (they would anyway: their
+        shutdown_engine()  # stdin closes with this process)
 
 
 def save_later(window, path: str | Path, delay_s: float = 1.0, quit_app: bool = True) -> None:

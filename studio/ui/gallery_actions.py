@@ -83,7 +83,7 @@ class GalleryController(QObject):
         self.view.activated.connect(lambda name: self.open_playground())
         self.view.cancel_requested.connect(self.cancel_job)
         self.view.notes_saved.connect(lambda name: window.statusBar().showMessage(f"Notes of {name} saved", 4000))
-        self.task = TaskSlot(self, "galleryJob", heavy=True)   # one gallery job at a time
+        self.task = TaskSlot(self, "galleryJob")   # one gallery job at a time; torch work goes to the engine
         self.job_what = ""
         self.combine_dialog = None
         self.resize_dialog = None
@@ -284,14 +284,14 @@ class GalleryController(QObject):
         if plan == ASK and not self.ask_replace(target, what, entry.name):
             return
         overwrite = plan == ASK
-        from studio.core import export
+        from studio.core.engineclient import engine
 
-        fn = export.export_merged if kind == "merged" else export.export_adapter
-        gallery = self.view.gallery
+        call = "export_merged" if kind == "merged" else "export_adapter"
+        args = {"entry": entry.name, "gallery": str(self.view.gallery.root), "out_dir": str(target),
+                "overwrite": overwrite, **extra}
 
-        def work(progress, should_stop):
-            return fn(entry, target, overwrite=overwrite, gallery=gallery, progress=progress, should_stop=should_stop,
-                      **extra)
+        def work(progress, should_stop):   # in the engine process (torch never loads in the window's)
+            return engine().call(call, args, progress=progress, should_stop=should_stop)
 
         def done(path):
             message = f"exported {what} of {entry.name} to {path}"
@@ -370,14 +370,15 @@ class GalleryController(QObject):
         dialog.open()
 
     def _on_combine_accepted(self, dialog) -> None:
-        from studio.core.combine import combine
+        from studio.core.engineclient import engine
 
         entries, weights = dialog.chosen()
-        method, density, name, gallery = dialog.method(), dialog.density(), dialog.name(), self.view.gallery
+        method, gallery = dialog.method(), self.view.gallery
+        args = {"entries": [e.name for e in entries], "weights": list(weights), "method": method,
+                "name": dialog.name(), "density": dialog.density(), "gallery": str(gallery.root)}
 
         def work(progress, should_stop):
-            return combine(entries, weights, method=method, name=name, density=density, gallery=gallery,
-                           progress=progress, should_stop=should_stop)
+            return gallery.get(engine().call("combine", args, progress=progress, should_stop=should_stop))
 
         self.start_job(f"combining {len(entries)} adapters ({method})", work,
                        lambda entry: self._on_added(entry, f"combined {', '.join(e.name for e in entries)} "
@@ -396,13 +397,13 @@ class GalleryController(QObject):
         dialog.start()
 
     def _on_resize_accepted(self, dialog) -> None:
-        from studio.core.resize import resize as resize_adapter
+        from studio.core.engineclient import engine
 
-        entry, choice, name, gallery = dialog.entry, dialog.choice(), dialog.name(), self.view.gallery
+        entry, choice, gallery = dialog.entry, dialog.choice(), self.view.gallery
+        args = {"entry": entry.name, **choice, "name": dialog.name(), "gallery": str(gallery.root)}
 
         def work(progress, should_stop):
-            return resize_adapter(entry, **choice, name=name, gallery=gallery, progress=progress,
-                                  should_stop=should_stop)
+            return gallery.get(engine().call("resize", args, progress=progress, should_stop=should_stop))
 
         how = f"rank {choice['rank']}" if "rank" in choice else f"{100 * choice['energy']:.1f}% of ‖ΔW‖²"
         self.start_job(f"resizing {entry.name} to {how}", work,

@@ -41,10 +41,10 @@ CLASSIFIER = "sequence-classification"
 
 
 def make_playground(entry: Entry):
-    """The engine's Playground for an entry (tests replace this with a fake)."""
-    from studio.core.playground import Playground
+    """The entry's Playground, loaded in the engine process (tests replace this with a fake)."""
+    from studio.core.engineclient import RemotePlayground
 
-    return Playground(entry)
+    return RemotePlayground(entry)
 
 
 class PlaygroundDialog(QDialog):
@@ -63,8 +63,8 @@ class PlaygroundDialog(QDialog):
         self.entries: dict[str, Entry] = {}
         self.session = None                  # the loaded studio.core.playground.Playground
         self.session_name: str | None = None
-        self.load_task = TaskSlot(self, "playgroundLoad", heavy=True)
-        self.run_task = TaskSlot(self, "playgroundRun", heavy=True)
+        self.load_task = TaskSlot(self, "playgroundLoad")   # the model loads in the engine process
+        self.run_task = TaskSlot(self, "playgroundRun")
         self._pending = False                # Generate was pressed while loading
         self._run_id = 0
         self._started = 0.0

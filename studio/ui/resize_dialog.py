@@ -62,7 +62,7 @@ class ResizeDialog(QDialog):
         self.entry = entry
         self.gallery = gallery
         self.curve: dict | None = None
-        self.curve_task = TaskSlot(self, "energyCurve", heavy=True)
+        self.curve_task = TaskSlot(self, "energyCurve")
         self._name_edited = False
         self._default = ""
         self._syncing = False
@@ -204,12 +204,12 @@ class ResizeDialog(QDialog):
 
     def start(self) -> None:
         """Measure the curve in the background (the dialog waits on it)."""
-        from studio.core.resize import energy_curve   # torch is imported inside, on the task's thread
+        from studio.core.engineclient import engine
 
-        entry = self.entry
+        args = {"entry": self.entry.name, "gallery": str(self.entry.path.parent)}
 
-        def work(progress, should_stop):
-            return energy_curve(entry, progress=progress, should_stop=should_stop)
+        def work(progress, should_stop):   # in the engine process
+            return engine().call("energy_curve", args, progress=progress, should_stop=should_stop)
 
         self.curve_task.start(work, done=self.set_curve, failed=self._on_curve_failed,
                               cancelled=lambda: self._on_curve_failed(None), progress=self._on_curve_progress)

@@ -31,7 +31,8 @@ from .elide import ElidedLabel
 from .history import RunHistory
 from .worker import RunController
 
-FINISHED = ("completed", "stopped", "failed")
+FINISHED = ("completed", "stopped", "failed", "interrupted")
+PREWARM_MS = 2000   # after the window opens: the spare run process starts
 REPAINT_MS = 100          # charts and status bar repaint at most this often while a run reports
 
 
@@ -47,6 +48,7 @@ class RunSession(QObject):
         self.controller.events_arrived.connect(self.on_events)
         self.controller.run_finished.connect(self.on_controller_finished)
         self.controller.state_changed.connect(self.on_controller_state)
+        self.controller.unresponsive.connect(self.on_unresponsive)
         self.history = RunHistory()
         self.run_dir: Path | None = None
         self.run_config: RunConfig | None = None
@@ -55,9 +57,12 @@ class RunSession(QObject):
         self.changed: set[str] = set()            # what the charts have not drawn yet
         self.gallery_entry: str | None = None     # what the run under way was added to the gallery as
         self.close_when_finished = False
+        self.silent_s = 0.0                       # how long the run's process has not answered
         self.repaint_timer = QTimer(self, interval=REPAINT_MS)
         self.repaint_timer.timeout.connect(self.repaint)
         self._build_widgets()
+        # a spare run process imports torch while the person sets up, so Train starts at once
+        QTimer.singleShot(PREWARM_MS, self.controller.prewarm)
 
     def _build_widgets(self) -> None:
         self.train_button = QPushButton("Train")
@@ -186,7 +191,22 @@ class RunSession(QObject):
             self.close_when_finished = True
             self.controller.stop()
             self._message("Stopping the run; the window closes when it has saved…")
+        elif self.controller.child_pid is not None and self.window.prompts.confirm(
+                "The run is still stopping", "End the run's process now? The run can be resumed from its "
+                                             "last checkpoint; the steps since then are lost."):
+            self.controller.kill()          # the last resort; the window closes once it has ended
         return False
+
+    def on_unresponsive(self, seconds: float) -> None:
+        """The run's process has not answered for `seconds` (0: it answers again): said in the
+        header until it answers, and once in the status bar."""
+        self.silent_s = seconds
+        self.update_title()
+        if seconds:
+            self._message(f"The run has not answered for {seconds:.0f} s: its process may be stuck "
+                          "(Stop asks it to end; closing the window offers to end it)")
+        else:
+            self._message("The run answers again", 4000)
 
     def reset(self) -> None:
         """No run shown (New run)."""
@@ -282,6 +302,9 @@ class RunSession(QObject):
             if error:
                 w.setup_check.place_run_error(error, result.get("error_field"), self.run_config)
             self._message("Run failed", 10000)
+        elif status == "interrupted":     # its process was killed: the window stays, Resume continues
+            w.show_error(error or "the run was interrupted")
+            self._message("Run interrupted", 10000)
         else:
             self._message(f"Run {status}" + (f": {result.get('adapter_path')}" if result.get("adapter_path") else ""),
                           10000)
@@ -399,9 +422,10 @@ class RunSession(QObject):
         memory = s.get("memory")
         labels["memory"].setText(f"{memory / 1024:.2f} GiB" if memory and memory >= 1024
                                  else f"{memory:.0f} MiB" if memory else "memory –")
-        if self.controller.is_running and total:
-            self.progress_bar.setRange(0, total)
-            self.progress_bar.setValue(min(step, total))
+        bar = self.progress_bar
+        if self.controller.is_running and total and (bar.maximum(), bar.value()) != (total, min(step, total)):
+            bar.setRange(0, total)
+            bar.setValue(min(step, total))
 
     def update_title(self) -> None:
         """The window's title (the config's name) and the header line (the run and its state)."""
@@ -411,6 +435,8 @@ class RunSession(QObject):
         state = self.history.status.get("state")
         if state == "waiting" and self.controller.is_running:
             state = "loading"
+        if self.silent_s and self.controller.is_running:
+            state = f"{state} — not answering for {self.silent_s:.0f} s"
         if state and state != "waiting":
             where = self.run_dir.name if self.run_dir else ""
             self.run_title.setText(" ".join(p for p in (self.history.variant, where) if p) + f" — {state}")

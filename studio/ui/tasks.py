@@ -1,7 +1,7 @@
 """Background work for the window: a plain function run in its own QThread (`BackgroundJob`),
 and at most one such task per owner (`TaskSlot`), the pattern of Orange3's ConcurrentMixin.
 
-    slot = TaskSlot(self, "previewDataset", heavy=True)
+    slot = TaskSlot(self, "previewDataset")
     slot.start(work, done=self.show, failed=self.show_error, cancelled=..., progress=...)
     slot.cancel(); slot.busy; slot.shutdown()
 

@@ -26,6 +26,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import ROOT
+from run_events import curve
 from studio.cli import main
 from studio.core.config import RunConfig
 from studio.core.gallery import Gallery
@@ -135,18 +136,6 @@ def lenient_events(run_dir: Path) -> tuple[list[dict], bool]:
         return events, not lines[-1].endswith(b"\n")
     except ValueError:
         return events, True
-
-
-def curve(events: list[dict]) -> dict[int, float]:
-    """The loss curve a reader draws: a resumed run replaces what came after its checkpoint."""
-    losses: dict[int, float] = {}
-    for e in events:
-        if e["type"] == "run_started" and e.get("resumed_from"):
-            step = int(e["resumed_from"].rsplit("-", 1)[-1])
-            losses = {k: v for k, v in losses.items() if k <= step}
-        elif e["type"] == "step":
-            losses[e["step"]] = e["loss"]
-    return losses
 
 
 def last_attempt(events: list[dict]) -> list[dict]:

@@ -4,6 +4,7 @@ cleanly. Test modules import the fixtures they use by name."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,23 @@ def make_window(qtbot, home, tmp_path, tiny_llama):
         w.gallery.shutdown()
         w.model_panel.shutdown()
         w.data_panel.shutdown()
+
+
+@pytest.fixture
+def plant_engine(monkeypatch, tmp_path):
+    """plant_engine(code): the engine process (and a run's process) restarts with `code` run at its
+    start (a sitecustomize module), to change the engine where the window cannot reach it; the
+    engine restarts clean after the test."""
+    from studio.core import engineclient, runprocess
+
+    def plant(code: str) -> None:
+        folder = tmp_path / "plant"
+        folder.mkdir(exist_ok=True)
+        (folder / "sitecustomize.py").write_text(code, encoding="utf-8")
+        engineclient.shutdown_engine()
+        runprocess.close_spare()
+        monkeypatch.setenv("LORA_STUDIO_SPARE_RUN", "0")
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
+
+    yield plant
+    engineclient.shutdown_engine()

@@ -22,7 +22,8 @@ from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QPlainTextEdit, QPus
 
 from studio.core.gallery import Gallery
 
-from gallery_fixtures import JOB_TIMEOUT, gallery, home, make_window, real_adapter  # noqa: F401 (fixtures)
+from gallery_fixtures import (JOB_TIMEOUT, gallery, home, make_window, plant_engine,  # noqa: F401 (fixtures)
+                              real_adapter)
 
 LLAMA_LAYER = "base_model.model.model.layers.{}.self_attn.{}"
 
@@ -352,28 +353,34 @@ def test_export_adapter_and_merged_model_through_the_window(make_window, gallery
     assert banner.isVisible() and "outside the gallery" in banner.text() and "Traceback" not in banner.text()
 
 
-def test_export_shows_its_progress_and_cancels(make_window, fakes, qtbot, tmp_path, monkeypatch):
-    from studio.core import export
-    from studio.core.errors import Cancelled
+def test_export_shows_its_progress_and_cancels(make_window, fakes, qtbot, tmp_path, plant_engine):
+    # the export runs in the engine process: a slow one is planted there
+    plant_engine("""
+from pathlib import Path
+import threading
+from studio.core import export
+from studio.core.errors import Cancelled
 
-    release = threading.Event()
+release = threading.Event()
 
-    def slow_export(entry, out_dir, *, overwrite=False, gallery=None, progress=None, should_stop=None):
-        progress("merging layer 3 of 12", 0.25)
-        for _ in range(500):            # stops when the window asks, as the engine does
-            if should_stop():
-                raise Cancelled("cancelled; nothing was written")
-            release.wait(0.01)
-        return Path(out_dir)
+def slow_export(entry, out_dir, *, overwrite=False, gallery=None, progress=None, should_stop=None, dtype="auto"):
+    progress("merging layer 3 of 12", 0.25)
+    for _ in range(500):            # stops when the window asks, as the engine does
+        if should_stop():
+            raise Cancelled("cancelled; nothing was written")
+        release.wait(0.01)
+    return Path(out_dir)
 
-    monkeypatch.setattr(export, "export_merged", slow_export)
+export.export_merged = slow_export
+""")
     window = make_window()
     window.gallery_view.select("chat-lora")
     window.gallery.ask_export_folder = lambda caption, suggested: str(tmp_path / "nowhere-yet")
     view = window.gallery_view
     window.findChild(object, "exportMergedAction").trigger()
     bar = window.findChild(object, "galleryProgress")
-    qtbot.waitUntil(lambda: bar.maximum() == 1000 and bar.value() == 250)      # determinate: a fraction came
+    qtbot.waitUntil(lambda: bar.maximum() == 1000 and bar.value() == 250,      # determinate: a fraction came
+                    timeout=JOB_TIMEOUT)   # (the engine restarts with the plant first)
     assert view.job_strip.isVisible() and "merging layer 3 of 12" in view.job_label.text()
     assert not window.findChild(object, "exportAdapterAction").isEnabled()      # one gallery job at a time
     with qtbot.waitSignal(window.gallery.job_finished, timeout=JOB_TIMEOUT) as blocker:
@@ -524,3 +531,71 @@ def test_a_finished_run_is_selected_in_the_gallery(make_window, qtbot):
     assert window.findChild(QLabel, "galleryDetailsTitle").text() == result["gallery_entry"]
     assert not view.details.spectrum_chart.is_empty         # the run's last spectrum came with it
     assert f"in the gallery as {result['gallery_entry']}" in window.log_view.toPlainText()
+
+
+def test_an_engine_killed_while_exporting_or_generating_leaves_the_window_and_gallery_whole(
+        make_window, gallery, real_adapter, qtbot, tmp_path, plant_engine):
+    """The engine process dies (SIGKILL) in the middle of a merged export, then of a generation:
+    each ends with one line naming the signal, nothing half-written is left, the gallery is as it
+    was, and the next export and the next answer work on a fresh engine."""
+    import os
+    import signal
+
+    from studio.core.engineclient import engine
+
+    held = tmp_path / "held"
+    plant_engine(f"""
+import os, time
+from studio.core import export, playground
+
+def hold(what):
+    open(os.path.join({str(held)!r}, what), "w").close()
+    time.sleep(60)
+
+merge, generate = export.export_merged, playground.Playground.generate
+def slow_merge(*args, **kwargs):
+    if not os.path.exists(os.path.join({str(held)!r}, "export-done")):
+        hold("export")
+    return merge(*args, **kwargs)
+def slow_generate(self, *args, **kwargs):
+    if not os.path.exists(os.path.join({str(held)!r}, "generate-done")):
+        hold("generate")
+    return generate(self, *args, **kwargs)
+export.export_merged = slow_merge
+playground.Playground.generate = slow_generate
+""")
+    held.mkdir()
+    copy_real(real_adapter, gallery, "tiny")
+    window = make_window()
+    window.gallery_view.select("tiny")
+    target = tmp_path / "merged"
+    window.gallery.ask_export_folder = lambda caption, suggested: str(target)
+    with qtbot.waitSignal(window.gallery.job_finished, timeout=JOB_TIMEOUT) as blocker:
+        window.findChild(object, "exportMergedAction").trigger()
+        qtbot.waitUntil(lambda: (held / "export").exists(), timeout=JOB_TIMEOUT)
+        os.kill(engine().pid, signal.SIGKILL)
+    outcome, message = blocker.args
+    assert outcome == "failed" and "SIGKILL" in message and "\n" not in message
+    assert window.banner.isVisible() and "SIGKILL" in window.banner.text()
+    assert not target.exists() and sorted(e.name for e in gallery.entries()) == ["tiny"]
+    (held / "export-done").touch()            # the next export, on a fresh engine, is not held
+    outcome, value = job(qtbot, window, window.findChild(object, "exportMergedAction").trigger)
+    assert outcome == "ok" and (target / "config.json").is_file()
+
+    window.gallery.open_playground()
+    dialog = window.gallery.playground
+    qtbot.waitUntil(lambda: dialog.session is not None, timeout=JOB_TIMEOUT)
+    dialog.max_tokens.setValue(4)
+    dialog.prompt.setPlainText("The capital of France is")
+    failures = []
+    dialog.failed.connect(failures.append)
+    dialog.generate()
+    qtbot.waitUntil(lambda: (held / "generate").exists(), timeout=JOB_TIMEOUT)
+    os.kill(engine().pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: bool(failures), timeout=JOB_TIMEOUT)
+    assert "SIGKILL" in failures[0] and dialog.run_job is None
+    (held / "generate-done").touch()
+    with qtbot.waitSignal(dialog.generated, timeout=JOB_TIMEOUT) as blocker:
+        dialog.generate()                    # the adapter loads again in the fresh engine
+    assert set(blocker.args[0]) == {"base", "adapted"}
+    dialog.close()

@@ -23,6 +23,8 @@ from studio.core.config import RunConfig
 from studio.core.telemetry import read_events
 from studio.core.variants import REGISTRY
 
+from gallery_fixtures import plant_engine  # noqa: F401 (a fixture)
+
 ROOT = Path(__file__).resolve().parents[2]   # (tests/ui/conftest.py shadows tests/conftest.py's names)
 DATASETS = ROOT / "resources" / "datasets"
 RUN_TIMEOUT = 180_000
@@ -294,13 +296,13 @@ def test_pause_and_resume_between_steps(make_window, qtbot, tiny_llama, tmp_path
 
 
 def test_a_run_that_raises_fails_readably_and_the_window_stays(make_window, qtbot, tiny_llama, tmp_path,
-                                                                monkeypatch):
-    from studio.core.variants import lora
-
-    def explode(self, model, opts, ctx):
-        raise RuntimeError("adapter construction exploded\nsecond line of detail")
-
-    monkeypatch.setattr(lora.Lora, "build", explode)
+                                                                monkeypatch, plant_engine):
+    # the run trains in a child process: the fault is planted there, at its start, in a fresh
+    # child (no spare made before the plant)
+    plant_engine("from studio.core.variants import lora\n"
+                 "def explode(self, model, opts, ctx):\n"
+                 "    raise RuntimeError('adapter construction exploded\\nsecond line of detail')\n"
+                 "lora.Lora.build = explode\n")
     window = make_window(write_config(tmp_path / "run.toml", tiny_config(tiny_llama, tmp_path / "runs")))
     result = run_to_end(qtbot, window)
     assert result["status"] == "failed"

@@ -351,6 +351,8 @@ class ChartWidget(QWidget):
         return bar
 
     def set_title(self, plot: pg.PlotItem, text: str) -> None:
+        if self._titles.get(plot) == text:
+            return      # the same title again (every repaint): setTitle lays the HTML out anew
         self._titles[plot] = text
         plot.setTitle(text, color=self._foreground().name(), size="9pt")
         self.graphics.sync_minimum()

@@ -105,7 +105,10 @@ class LossChart(ChartWidget):
         self.eval_curve.setVisible(len(self.eval_steps) > 0)
         self._sync_legend()
         self.update_downsampling(self.steps)
-        self.palette_changed()               # line widths depend on the length
+        width = curve_width(len(self.steps), 2.0)
+        if width != getattr(self, "_width", None):   # line widths depend on the length (restyle when it moves)
+            self._width = width
+            self.palette_changed()
         self._update_empty()
 
     def set_smoothing(self, weight: float) -> None:

@@ -55,11 +55,16 @@ class OptimizerChart(ChartWidget):
         # value ± 0.5, a flat line at "0" between -0.4 and 0.4)
         finite = self.lr[np.isfinite(self.lr)]
         if len(finite) and finite.max() > 0:
-            self.lr_plot.setYRange(0.0, float(finite.max()) * 1.1, padding=0)
+            top = float(finite.max()) * 1.1
+            if self.lr_plot.vb.state["autoRange"][1] or self.lr_plot.vb.viewRange()[1] != [0.0, top]:
+                self.lr_plot.setYRange(0.0, top, padding=0)   # (only when it moves: a range change relays out)
         else:
             self.lr_plot.enableAutoRange(axis="y")
         self.update_downsampling(self.steps)
-        self.palette_changed()               # line widths depend on the length
+        width = curve_width(len(self.steps), 2.0)
+        if width != getattr(self, "_width", None):   # line widths depend on the length (restyle when it moves)
+            self._width = width
+            self.palette_changed()
         self.set_empty(len(self.steps) == 0)
 
     def clear(self) -> None:

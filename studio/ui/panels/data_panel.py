@@ -62,7 +62,7 @@ class DataPanel(QGroupBox):
         self.task = "causal-lm"
         self.config_source = ""
         self.preview: dict | None = None
-        self.preview_task = TaskSlot(self, "previewDataset", heavy=True)
+        self.preview_task = TaskSlot(self, "previewDataset")   # it tokenizes in the engine process
         self._timer = QTimer(self, singleShot=True, interval=500)
         self._timer.timeout.connect(self.start_preview)
 
@@ -140,8 +140,10 @@ class DataPanel(QGroupBox):
                               "converted or downloaded first (once), so it waits for you to press Preview.</i>")
 
     def start_preview(self) -> None:
+        import dataclasses
+
         from studio.core.config import DataSection as Section
-        from studio.core.inspect import preview_dataset
+        from studio.core.engineclient import engine
 
         self._timer.stop()
         self.preview_task.cancel()   # a new one replaces it below; if none can start, it ends as cancelled
@@ -154,9 +156,11 @@ class DataPanel(QGroupBox):
             return
         source, task, config_source = self.model_source, self.task, self.config_source
 
+        args = {"data": dataclasses.asdict(section), "model_source": source, "task": task, "rows": 5,
+                "config_source": config_source}
+
         def work(progress, should_stop):
-            return preview_dataset(section, source, task, rows=5, config_source=config_source,
-                                   progress=progress, should_stop=should_stop)
+            return engine().call("preview_dataset", args, progress=progress, should_stop=should_stop)
 
         self.preview_task.start(work, done=self._on_preview_done, failed=self._on_preview_failed,
                                 cancelled=self._on_preview_cancelled, progress=self._on_preview_progress)
