@@ -37,6 +37,9 @@ def environment() -> dict[str, str]:
         env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                                                            if p])
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # `-m` would put the current folder first on the child's sys.path, ahead of the studio and
+    # the standard library (a stray json.py or studio/ there would be imported); not with this
+    env["PYTHONSAFEPATH"] = "1"
     return env
 
 

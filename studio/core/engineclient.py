@@ -75,7 +75,11 @@ class _Process:
     """One engine process: its pipes, its reader thread, the calls waiting for its replies."""
 
     def __init__(self, command: list[str]):
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=childcmd.environment())
+        # its own session: a Ctrl-C in the window's terminal ends the window, and so the engine's
+        # stdin, never a call half way
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=childcmd.environment(),
+                                     start_new_session=True)
+        self.failure = ""                     # why it could not start (its one line), if it said
         self.ready = threading.Event()
         self.dead = False
         self.closing = False                  # closed on purpose: not a death to report as one
@@ -114,6 +118,9 @@ class _Process:
             if reply.get("ready"):
                 self.ready.set()
                 continue
+            if reply.get("failed"):          # it could not start (a broken install): its own line
+                self.failure = str(reply["failed"])
+                continue
             with self.lock:
                 waiting = self.waiting.get(reply.get("id"))
             if waiting is not None:
@@ -128,7 +135,8 @@ class _Process:
         names = sorted({name for name, _ in waiting.values()})
         what = f"while running {' and '.join(names)}" if names else "while starting"
         how = "was closed" if self.closing else f"stopped ({_ended(code)})"
-        died = {"died": f"the engine process {how} {what}; nothing was changed"}
+        why = f": {self.failure}" if self.failure else ""
+        died = {"died": f"the engine process {how} {what}{why}; nothing was changed"}
         for _, box in waiting.values():
             box.put(died)
         self.ready.set()   # nobody waits for a start that will not come
@@ -229,6 +237,14 @@ class EngineClient:
             if not final and not cancel_sent:
                 process.send({"id": call_id, "cancel": True})
 
+    def send_only(self, name: str, args: dict | None = None) -> None:
+        """Ask the running engine to run `name`, and do not wait for its reply (to free what it
+        holds while the window closes). Nothing happens when no engine runs."""
+        process = self._process
+        if process is not None and not process.dead:
+            process.send({"id": next(self._ids), "call": name, "args": args or {},
+                          "home": os.environ.get("LORA_STUDIO_HOME")})
+
     def close(self, timeout: float = 10) -> None:
         """End the process: its stdin closes (it cancels what runs and exits); killed after `timeout`."""
         with self._lock:
@@ -277,19 +293,22 @@ class RemotePlayground:
         self.engine_pid: int | None = None
 
     def load(self, progress=None, should_stop=None) -> "RemotePlayground":
-        self.handle = self.client.call("playground_load", {"entry": self.entry.name, "gallery": str(self.entry.path.parent)},
-                                       progress=progress, should_stop=should_stop)
-        self.engine_pid = self.client.pid
+        pid = self.client.pid
+        handle = self.client.call("playground_load", {"entry": self.entry.name, "gallery": str(self.entry.path.parent)},
+                                  progress=progress, should_stop=should_stop)
+        # the handle belongs to the engine that ran the call: the one running before it, or the
+        # one the call started (an engine that died since is noticed by the next answer)
+        self.handle, self.engine_pid = handle, pid if pid is not None else self.client.pid
         return self
 
-    def _loaded(self) -> str:
+    def _loaded(self, should_stop=None) -> str:
         if self.handle is None or self.client.pid != self.engine_pid:
-            self.load()
+            self.load(should_stop=should_stop)
         return self.handle
 
     def generate(self, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.0, on_text=None,
                  should_stop=None) -> dict:
-        return self.client.call("playground_generate", {"handle": self._loaded(), "prompt": prompt,
+        return self.client.call("playground_generate", {"handle": self._loaded(should_stop), "prompt": prompt,
                                                         "max_new_tokens": int(max_new_tokens),
                                                         "temperature": float(temperature)},
                                 on_text=on_text, should_stop=should_stop)
@@ -298,9 +317,7 @@ class RemotePlayground:
         return self.client.call("playground_classify", {"handle": self._loaded(), "text": text})
 
     def close(self) -> None:
+        """Free the model in the engine, without waiting for it (the window may be closing)."""
         handle, self.handle = self.handle, None
         if handle is not None and self.client.pid == self.engine_pid:
-            try:
-                self.client.call("playground_close", {"handle": handle})
-            except StudioError:
-                pass      # the engine is gone, and what it held with it
+            self.client.send_only("playground_close", {"handle": handle})

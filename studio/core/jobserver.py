@@ -235,8 +235,11 @@ class Server:
                 running[0].stop.set()
             return
         name = request.get("call")
-        if request.get("home"):   # the window's studio home (its caches, conversions), as it is now
-            os.environ["LORA_STUDIO_HOME"] = str(request["home"])
+        home = request.get("home")   # the window's studio home (its caches, conversions), as it is now
+        if home and os.environ.get("LORA_STUDIO_HOME") != home:
+            os.environ["LORA_STUDIO_HOME"] = str(home)
+        elif not home:
+            os.environ.pop("LORA_STUDIO_HOME", None)
         call = Call(self, call_id, str(name))
         thread = threading.Thread(target=self.run, args=(call, request.get("args") or {}), daemon=True,
                                   name=f"job-{call_id}-{name}")
@@ -301,7 +304,15 @@ def main() -> int:
     out = protocol_stream()
     from .imports import heavy_imports
 
-    heavy_imports()
+    try:
+        heavy_imports()
+    except BaseException as e:   # noqa: BLE001 - a broken install: say why before ending
+        from .errors import one_line
+
+        traceback.print_exc(file=sys.stderr)
+        out.write(json.dumps({"failed": one_line(e)}) + "\n")
+        out.flush()
+        return 1
     server = Server(out)
     server.send({"ready": True})
     if not server.serve(sys.stdin.buffer):

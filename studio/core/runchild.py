@@ -86,8 +86,9 @@ def _heartbeat(pipe: Pipe, done: threading.Event) -> None:
 
 
 def main() -> int:
-    # Ctrl-C in the window's terminal is the window's to handle (it stops the run through the
-    # pipe); the child has its own session, and ignores SIGINT should one reach it anyway
+    # a Ctrl-C in the window's terminal ends the window, whose end of stdin then closes: the run
+    # stops at the next step and saves (see _read_commands). The child has its own session, and
+    # ignores SIGINT should one reach it anyway
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # below the window in the scheduler: on a machine with few cores the window still gets the CPU
     # the moment it needs it (a click, a repaint), and training takes every cycle the window leaves
@@ -96,6 +97,20 @@ def main() -> int:
     except OSError:
         pass
     pipe = Pipe(protocol_stdout())
+    try:
+        return _serve(pipe)
+    except BaseException as e:    # noqa: BLE001 - a broken install, a bad request: one line, not a death
+        import traceback
+
+        from .errors import one_line
+
+        traceback.print_exc(file=sys.stderr)
+        pipe.send({"result": {"status": "failed", "error": one_line(e), "error_field": getattr(e, "field", None),
+                              "exit_code": 1, "run_dir": None, "adapter_path": None, "gallery_entry": None}})
+        return 1
+
+
+def _serve(pipe: Pipe) -> int:
     from .imports import heavy_imports
 
     heavy_imports()

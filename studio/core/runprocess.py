@@ -22,6 +22,7 @@ import select
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -43,15 +44,17 @@ class RunProcess:
         self.result: dict | None = None
         self.started = False
         self.ready = False           # it said `ready` (its imports are done)
+        self.killed = False          # the window ended it (kill)
+        self._fd = popen.stdout.fileno()
+        self._buffer = b""
         self._write_lock = threading.Lock()
 
     @classmethod
     def spawn(cls) -> "RunProcess":
-        # its own session: a Ctrl-C in the window's terminal reaches the window, which stops the
-        # run through the pipe, and never kills the child half way through a checkpoint
+        # its own session: a Ctrl-C in the window's terminal never kills the child half way
+        # through a checkpoint (the window's end of its stdin closes, and it stops at a step)
         popen = subprocess.Popen(childcmd.command("studio.core.runchild"), stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, env=childcmd.environment(), start_new_session=True,
-                                 text=True, encoding="utf-8", bufsize=1)
+                                 stdout=subprocess.PIPE, env=childcmd.environment(), start_new_session=True)
         return cls(popen)
 
     @classmethod
@@ -68,8 +71,9 @@ class RunProcess:
     def wait_ready(self, timeout: float = 0.0) -> bool:
         """True once the child has said `ready`, waiting up to `timeout` seconds for it. Before
         its run it says nothing else, so the line read here is never one `messages` needs."""
-        if not self.ready and not self.started and select.select([self.popen.stdout], [], [], timeout)[0]:
-            self.ready = "ready" in json.loads(self.popen.stdout.readline() or "{}")
+        if not self.ready and not self.started:
+            line = self._line(timeout)
+            self.ready = line is not None and "ready" in json.loads(line or b"{}")
         return self.ready
 
     # -- talking to it -------------------------------------------------------------------------
@@ -89,7 +93,7 @@ class RunProcess:
     def _write(self, message: dict) -> None:
         with self._write_lock:
             try:
-                self.popen.stdin.write(json.dumps(message) + "\n")
+                self.popen.stdin.write((json.dumps(message) + "\n").encode("utf-8"))
                 self.popen.stdin.flush()
             except (BrokenPipeError, OSError, ValueError):
                 pass
@@ -98,7 +102,10 @@ class RunProcess:
         """What the child says, in order, until its result or its end (blocking; one reader
         thread). The run is over at its result: the child's interpreter may take a second or two
         more to exit, which nobody waits for (a daemon thread reaps it)."""
-        for line in self.popen.stdout:
+        while True:
+            line = self._line(None)
+            if not line:
+                return            # it ended (or died while its tokenizing workers held the pipe)
             try:
                 message = json.loads(line)
             except ValueError:
@@ -109,23 +116,46 @@ class RunProcess:
                 threading.Thread(target=self.popen.wait, name="reap-run", daemon=True).start()
                 return
 
+    def _line(self, timeout: float | None) -> bytes | None:
+        """The child's next line (b"" at its end), or None if none came within `timeout` seconds.
+        Read from the pipe itself, a second at a time, so that a child that has died is noticed
+        even while a worker it forked still holds the pipe open."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+            if select.select([self._fd], [], [], wait)[0]:
+                chunk = os.read(self._fd, 1 << 16)
+                if not chunk:
+                    return b""
+                self._buffer += chunk
+            elif self.popen.poll() is not None:
+                return b""
+            elif deadline is not None and time.monotonic() >= deadline:
+                return None
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
     def kill(self) -> None:
-        """The last resort: the run ends where it is (its last checkpoint resumes)."""
+        """The last resort: the run ends where it is (its last checkpoint resumes). The whole
+        process group goes: the child leads its own session, and its tokenizing workers (forked,
+        holding the pipe) end with it."""
+        self.killed = True
         try:
-            self.popen.kill()
+            os.killpg(self.pid, signal.SIGKILL)
         except OSError:
-            pass
+            try:
+                self.popen.kill()
+            except OSError:
+                pass
 
     def close(self) -> None:
-        """A spare that is not needed: its stdin closes and it exits."""
+        """A spare that is not needed: it holds nothing, so it ends at once (even mid-import)."""
+        self.kill()
         try:
             self.popen.stdin.close()
         except OSError:
             pass
-        try:
-            self.popen.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        self.popen.wait()
 
     # -- how it ended --------------------------------------------------------------------------
 
@@ -136,10 +166,18 @@ class RunProcess:
         code = self.popen.wait()
         where = f" at step {last_step}" if last_step else " before its first step"
         if code < 0:
-            sig = signal.Signals(-code)
+            try:
+                sig = signal.Signals(-code)
+                name = sig.name
+            except ValueError:
+                sig, name = None, f"signal {-code}"
             interrupted = sig in KILLED
-            how = (f"was killed ({sig.name}{', often the out-of-memory killer' if sig == signal.SIGKILL else ''})"
-                   if interrupted else f"crashed ({sig.name}, a fault in native code)")
+            if self.killed:
+                how = "was ended from the window"
+            elif sig == signal.SIGKILL:
+                how = "was killed (SIGKILL, often the out-of-memory killer)"
+            else:
+                how = f"was killed ({name})" if interrupted else f"crashed ({name}, a fault in native code)"
             error = f"the run's process {how}{where}; resume it from its last checkpoint"
         else:
             interrupted = False

@@ -92,9 +92,9 @@ class RunController(QObject):
         from studio.core.runprocess import RunProcess
 
         child = self._control = RunProcess.take()
+        child.begin(config, resume_dir)   # now: a stop or pause sent next must come after the run
 
         def work(progress, should_stop):
-            child.begin(config, resume_dir)
             step, run_dir = None, None
             for message in child.messages():
                 self.last_heard = time.monotonic()

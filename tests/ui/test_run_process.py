@@ -310,3 +310,33 @@ def test_closing_during_a_run_stops_it_and_a_second_close_ends_its_process(make_
     assert asked == ["A run is in progress", "The run is still stopping"]
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=RUN_TIMEOUT)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_child_that_cannot_start_says_why_in_one_line(make_window, qtbot, tiny_llama, tmp_path, plant_engine):
+    """A broken install (torch cannot load a library): the run fails with that line, not with an
+    exit code, and so does the dataset preview in the engine process."""
+    plant_engine("import studio.core.imports as imports\n"
+                 "def broken():\n"
+                 "    raise ImportError('libcudnn.so.9: cannot open shared object file')\n"
+                 "imports.heavy_imports = broken\n")
+    window = make_window(config(tiny_llama, tmp_path / "runs"))
+    error = window.findChild(QLabel, "dataError")
+    qtbot.waitUntil(error.isVisible, timeout=RUN_TIMEOUT)
+    assert "libcudnn.so.9" in error.text() and "\n" not in error.text()
+    done = []
+    window.run_finished.connect(done.append)
+    window.session.start(config(tiny_llama, tmp_path / "runs"), None)
+    qtbot.waitUntil(lambda: bool(done), timeout=RUN_TIMEOUT)
+    assert done[0]["status"] == "failed" and done[0]["error"] == (
+        "ImportError: libcudnn.so.9: cannot open shared object file"), done
+    assert window.banner.isVisible() and "libcudnn.so.9" in window.banner.text()
+
+
+def test_a_stop_right_after_train_stops_the_run(make_window, qtbot, tiny_llama, tmp_path):
+    window = make_window(config(tiny_llama, tmp_path / "runs"))
+    done = []
+    window.run_finished.connect(done.append)
+    train(qtbot, window)
+    window.controller.stop()                 # before the child has even read its run
+    qtbot.waitUntil(lambda: bool(done), timeout=RUN_TIMEOUT)
+    assert done[0]["status"] == "stopped" and not done[0]["error"], done[0]
