@@ -213,17 +213,17 @@ class EngineClient:
                 try:
                     reply = box.get(timeout=POLL_S)
                 except queue.Empty:
-                    if not cancel_sent and should_stop is not None and should_stop():
-                        process.send({"id": call_id, "cancel": True})
-                        cancel_sent = True
-                    continue
-                if "progress" in reply:
-                    if progress is not None:
-                        progress(reply["progress"], reply.get("fraction"))
-                    continue
-                if "text" in reply:
-                    if on_text is not None:
-                        on_text(*reply["text"])
+                    reply = None
+                if reply is not None and "progress" in reply and progress is not None:
+                    progress(reply["progress"], reply.get("fraction"))
+                elif reply is not None and "text" in reply and on_text is not None:
+                    on_text(*reply["text"])
+                # asked every POLL_S, and after each progress or text reply (a stop asked in a
+                # progress callback is sent at once, not a poll later)
+                if not cancel_sent and should_stop is not None and should_stop():
+                    process.send({"id": call_id, "cancel": True})
+                    cancel_sent = True
+                if reply is None or "progress" in reply or "text" in reply:
                     continue
                 final = True
                 if "result" in reply:

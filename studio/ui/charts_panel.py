@@ -10,7 +10,7 @@ when their tab is shown, so a live run costs the GUI thread one tab's worth of d
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFrame, QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from studio.core.storage import held_text
@@ -84,12 +84,16 @@ class ChartsPanel(QWidget):
         self.history: RunHistory | None = None
         self.overlays: list[RunHistory] = []
         self.dirty: set[str] = set()            # chart keys to redraw when their tab is shown
+        self.queued: list[str] = []             # visible chart keys still to draw (show_history's spread)
+        self._drawing = False                   # a chain of _draw_queued is under way
         self.tabs.currentChanged.connect(self._on_tabs_current_changed)
 
     # ---- feeding -----------------------------------------------------------------------------
 
-    def show_history(self, history: RunHistory, changed: set[str] | None = None) -> None:
-        """Draw what changed in `history` (RunHistory.add's groups; None or a new history: all)."""
+    def show_history(self, history: RunHistory, changed: set[str] | None = None, spread: bool = False) -> None:
+        """Draw what changed in `history` (RunHistory.add's groups; None or a new history: all).
+        With `spread` (a live run's repaints) the visible charts are drawn one per turn of the
+        event loop: a click or a paint waits for one chart at most, never for the whole tab."""
         if history is not self.history:
             self.clear()
             self.history = history
@@ -100,11 +104,24 @@ class ChartsPanel(QWidget):
             if group not in groups:
                 continue
             if key in visible:
-                self._draw(key)
+                if key not in self.queued:
+                    self.queued.append(key)
             else:
                 self.dirty.add(key)
         if groups & {"status", "loss"}:
             self._draw_status()
+        if not spread:
+            while self.queued:
+                self._draw(self.queued.pop(0))
+        elif not self._drawing:
+            self._draw_queued()
+
+    def _draw_queued(self) -> None:
+        """The next queued chart now, the rest on the following turns of the event loop."""
+        self._drawing = bool(self.queued)
+        if self.queued:
+            self._draw(self.queued.pop(0))
+            QTimer.singleShot(0, self, self._draw_queued)   # (not after the panel is gone)
 
     def set_overlays(self, histories: list[RunHistory]) -> None:
         """Other runs whose (smoothed) loss the loss chart draws for comparison."""
@@ -114,6 +131,7 @@ class ChartsPanel(QWidget):
     def clear(self) -> None:
         self.history = None
         self.dirty.clear()
+        self.queued.clear()
         for chart in self.charts.values():
             chart.clear()
         self.loss_chart.set_overlays([h.loss_curve() for h in self.overlays])

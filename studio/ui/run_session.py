@@ -59,7 +59,7 @@ class RunSession(QObject):
         self.close_when_finished = False
         self.silent_s = 0.0                       # how long the run's process has not answered
         self.repaint_timer = QTimer(self, interval=REPAINT_MS)
-        self.repaint_timer.timeout.connect(self.repaint)
+        self.repaint_timer.timeout.connect(lambda: self.repaint(spread=True))
         self._build_widgets()
         # a spare run process imports torch while the person sets up, so Train starts at once
         QTimer.singleShot(PREWARM_MS, self.controller.prewarm)
@@ -252,11 +252,12 @@ class RunSession(QObject):
         if kind == "run_started":
             self.window.log(f"run folder: {e.get('run_dir')}")
 
-    def repaint(self) -> None:
-        """Draw what changed since the last repaint (the repaint timer calls it while a run reports)."""
+    def repaint(self, spread: bool = False) -> None:
+        """Draw what changed since the last repaint (the repaint timer calls it while a run
+        reports, with `spread`: one chart per turn of the event loop, see ChartsPanel)."""
         if self.changed:
             changed, self.changed = self.changed, set()
-            self.window.charts.show_history(self.history, changed)
+            self.window.charts.show_history(self.history, changed, spread=spread)
             if "status" in changed:
                 self.update_title()
         self.update_status_bar()

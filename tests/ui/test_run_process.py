@@ -39,6 +39,8 @@ def make_window(qtbot, tmp_path):
         path = tmp_path / f"run{len(windows)}.toml"
         path.write_text(config.to_toml(), encoding="utf-8")
         window = open_window(path, settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+        window.run_results, window.results_taken = [], 0
+        window.run_finished.connect(window.run_results.append)
         windows.append(window)
         return window
 
@@ -68,10 +70,11 @@ def train(qtbot, window):
 
 
 def finished(qtbot, window) -> dict:
-    results = []
-    window.run_finished.connect(results.append)
-    qtbot.waitUntil(lambda: bool(results), timeout=RUN_TIMEOUT)
-    return results[0]
+    """The next run's result. Results are collected from the window's start (make_window), so a
+    run that ends before the test asks is not missed."""
+    qtbot.waitUntil(lambda: len(window.run_results) > window.results_taken, timeout=RUN_TIMEOUT)
+    window.results_taken += 1
+    return window.run_results[window.results_taken - 1]
 
 
 @pytest.fixture(scope="module")
